@@ -1,0 +1,7 @@
+"""Artifact types of this project's own components."""
+from tfx.types.artifact import Artifact
+
+
+class ValidationReport(Artifact):
+  """HTML and JSON reports of one run's data statistics and anomalies."""
+  TYPE_NAME = "ValidationReport"

@@ -1,0 +1,205 @@
+"""An ExampleGen that joins interactions with the catalog and the user table in Beam.
+
+TFX's built-in ExampleGens read one table and split by hash; retrieval needs a join, each
+example's recent history, and a split by time (the last interactions of every user are the eval
+split), so that no future leaks into training. This is a `FileBasedExampleGen` with a custom
+executor: the stock driver still fingerprints every file under the data root, so an unchanged
+data root is a cache hit and a changed one is a new span of examples.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
+
+import apache_beam as beam
+import tensorflow as tf
+from google.protobuf import any_pb2, json_format, struct_pb2
+from tfx.components import FileBasedExampleGen
+from tfx.components.example_gen import base_example_gen_executor
+from tfx.dsl.components.base import executor_spec
+from tfx.proto import example_gen_pb2
+from tfx.types import standard_component_specs
+from tfx.utils import proto_utils
+
+from pipeline.data import contract
+from pipeline.data.beam_io import ReadTable
+from transform import features as F
+
+TRAIN = "train"
+EVAL = "eval"
+SPLITS = (TRAIN, EVAL)
+
+
+def _eval_count(n_positive: int, eval_fraction: float) -> int:
+  """How many of a user's latest interactions go to eval; users with one interaction train only."""
+  if n_positive < 2:
+    return 0
+  return min(n_positive - 1, max(1, int(math.floor(n_positive * eval_fraction + 0.5))))
+
+
+def _duplicate_error(table: str, key: str, rows: List[Mapping[str, Any]]) -> contract.ContractError:
+  sources = ", ".join(row[contract.SOURCE_FIELD] for row in rows)
+  return contract.ContractError(
+      f"{table}: duplicate {table[:-1]} id {key!r} in rows {sources}; ids must be unique")
+
+
+def user_timeline(user_id: str, grouped: Mapping[str, Iterable[Dict[str, Any]]], eval_fraction: float
+                  ) -> Iterator[Tuple[str, Dict[str, Any]]]:
+  """Orders one user's positive interactions by time and emits (item_id, example fields).
+
+  Each example carries the items the user interacted with before it (most recent first) and the
+  split: the latest `eval_fraction` of the user's interactions are eval.
+  """
+  user_rows = list(grouped[contract.USERS])
+  if len(user_rows) > 1:
+    raise _duplicate_error(contract.USERS, user_id, user_rows)
+  events = sorted((row for row in grouped[contract.INTERACTIONS]
+                   if row["event"] not in contract.NEGATIVE_EVENT_TYPES),
+                  key=lambda row: (row["timestamp"], row["item_id"], row[contract.SOURCE_FIELD]))
+  if not events:
+    return
+  user = user_rows[0] if user_rows else {}
+  first_eval = len(events) - _eval_count(len(events), eval_fraction)
+  for position, row in enumerate(events):
+    history = [e["item_id"] for e in events[max(0, position - F.HISTORY_LENGTH):position]][::-1]
+    fields = {
+        F.USER_ID: user_id,
+        F.ITEM_ID: row["item_id"],
+        F.EVENT: row["event"],
+        F.RATING: row["rating"],
+        F.TIMESTAMP: row["timestamp"],
+        F.QUERY: row["query"],
+        F.SESSION_ID: row["session_id"],
+        F.HISTORY: history,
+        F.USER_HISTORY_LENGTH: position,
+        F.ACTIVITY_SEGMENT: F.activity_segment(position),
+        F.AGE: user.get("age"),
+        F.GENDER: user.get("gender"),
+        F.OCCUPATION: user.get("occupation"),
+        "split": EVAL if position >= first_eval else TRAIN,
+        contract.SOURCE_FIELD: row[contract.SOURCE_FIELD],
+    }
+    yield row["item_id"], fields
+
+
+def attach_item(item_id: str, grouped: Mapping[str, Iterable[Dict[str, Any]]]
+                ) -> Iterator[Dict[str, Any]]:
+  """Adds the catalog's item features to every interaction with that item.
+
+  The interactions are streamed, never listed: a popular item's group can be large.
+  """
+  item_rows = list(grouped[contract.ITEMS])
+  if len(item_rows) > 1:
+    raise _duplicate_error(contract.ITEMS, item_id, item_rows)
+  for fields in grouped["interactions"]:
+    if not item_rows:
+      raise contract.ContractError(
+          f"interactions row {fields[contract.SOURCE_FIELD]}: item_id {item_id!r} is not in the "
+          "item catalog (items/)")
+    item = item_rows[0]
+    yield dict(fields, **{F.TITLE: item["title"], F.DESCRIPTION: item["description"],
+                          F.CATEGORIES: item["categories"], F.YEAR: item["year"],
+                          F.IMAGE_URI: item["image_uri"]})
+
+
+def _feature(value: Any) -> Optional[tf.train.Feature]:
+  """A tf.train.Feature for one value; None and empty strings are left out (missing)."""
+  values = value if isinstance(value, list) else [value]
+  values = [v for v in values if v is not None and v != ""]
+  if isinstance(value, list) and not values:
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[]))
+  if not values:
+    return None
+  if isinstance(values[0], str):
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode() for v in values]))
+  if isinstance(values[0], float):
+    return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+  return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+
+def to_example(fields: Mapping[str, Any]) -> bytes:
+  """Serializes one joined row; bookkeeping fields (split, source) stay out of the example."""
+  example = tf.train.Example()
+  for name, value in fields.items():
+    if name in ("split", contract.SOURCE_FIELD):
+      continue
+    feature = _feature(float(value) if name == F.RATING and value is not None else value)
+    if feature is not None:
+      example.features.feature[name].CopyFrom(feature)
+  return example.SerializeToString()
+
+
+class JoinInteractions(beam.PTransform):
+  """Raw tables under a data root -> {split name: serialized tf.Examples}."""
+
+  def __init__(self, data_root: str, eval_fraction: float):
+    super().__init__()
+    self._data_root = data_root
+    self._eval_fraction = eval_fraction
+
+  def expand(self, pbegin: beam.pvalue.PBegin) -> Dict[str, beam.PCollection]:
+    tables = {table: (pbegin | f"Read[{table}]" >> ReadTable(self._data_root, table))
+              for table in contract.TABLES}
+    by_user = ({
+        contract.INTERACTIONS: tables[contract.INTERACTIONS] | "KeyByUser" >> beam.Map(
+            lambda row: (row["user_id"], row)),
+        contract.USERS: tables[contract.USERS] | "KeyUsers" >> beam.Map(
+            lambda row: (row["user_id"], row)),
+    } | "GroupByUser" >> beam.CoGroupByKey())
+    eval_fraction = self._eval_fraction
+    rows = by_user | "Timeline" >> beam.FlatMap(
+        lambda keyed: user_timeline(keyed[0], keyed[1], eval_fraction))
+    joined = ({
+        "interactions": rows,
+        contract.ITEMS: tables[contract.ITEMS] | "KeyItems" >> beam.Map(
+            lambda row: (row["item_id"], row)),
+    } | "GroupByItem" >> beam.CoGroupByKey()
+              | "AttachItem" >> beam.FlatMapTuple(attach_item))
+    parts = joined | "SplitByTime" >> beam.Partition(
+        lambda fields, _: SPLITS.index(fields["split"]), len(SPLITS))
+    return {split: parts[i] | f"ToExample[{split}]" >> beam.Map(to_example)
+            for i, split in enumerate(SPLITS)}
+
+
+def _custom_settings(exec_properties: Mapping[str, Any]) -> Dict[str, Any]:
+  config = example_gen_pb2.CustomConfig()
+  raw = exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
+  if not raw:
+    return {}
+  proto_utils.json_to_proto(raw, config)
+  settings = struct_pb2.Struct()
+  config.custom_config.Unpack(settings)
+  return json_format.MessageToDict(settings)
+
+
+class Executor(base_example_gen_executor.BaseExampleGenExecutor):
+  """Overrides the split step itself: the split is by time per user, not by hash."""
+
+  def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
+    raise NotImplementedError("InteractionExampleGen builds all splits in GenerateExamplesByBeam")
+
+  def GenerateExamplesByBeam(self, pipeline: beam.Pipeline, exec_properties: Dict[str, Any]
+                             ) -> Dict[str, beam.PCollection]:
+    settings = _custom_settings(exec_properties)
+    data_root = exec_properties[standard_component_specs.INPUT_BASE_KEY]
+    return pipeline | "JoinInteractions" >> JoinInteractions(
+        data_root, float(settings.get("eval_fraction", 0.1)))
+
+
+def interaction_example_gen(data_root: str, eval_fraction: float = 0.1
+                            ) -> FileBasedExampleGen:
+  """The component: every file under the data root's table folders is one input span."""
+  settings = struct_pb2.Struct()
+  settings.update({"eval_fraction": eval_fraction})
+  packed = any_pb2.Any()
+  packed.Pack(settings)
+  return FileBasedExampleGen(
+      input_base=data_root,
+      input_config=example_gen_pb2.Input(splits=[
+          example_gen_pb2.Input.Split(name="tables", pattern="*/*")]),
+      # Names only: the executor assigns splits by time, not by these hash buckets.
+      output_config=example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
+          example_gen_pb2.SplitConfig.Split(name=split, hash_buckets=1) for split in SPLITS])),
+      custom_config=example_gen_pb2.CustomConfig(custom_config=packed),
+      custom_executor_spec=executor_spec.BeamExecutorSpec(Executor),
+  ).with_id("InteractionExampleGen")

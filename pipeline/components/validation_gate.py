@@ -1,0 +1,83 @@
+"""Halts the run before Transform when ExampleValidator found anomalies.
+
+TFX's ExampleValidator only records anomalies; nothing downstream stops on them. This gate turns
+them into an error that names each anomaly, its split, and the raw files the feature comes from,
+and writes the statistics and anomalies as HTML (TFDV's renderer) and JSON for a person to open.
+"""
+
+import json
+import os
+from typing import Dict, List
+
+import tensorflow as tf
+from tensorflow_data_validation.utils import anomalies_util, display_util, stats_util
+from tfx import v1 as tfx
+from tfx.types import artifact_utils, standard_artifacts
+
+from pipeline.components.artifacts import ValidationReport
+from pipeline.data import parsing
+from transform import features as F
+
+
+class DataValidationError(RuntimeError):
+  """The input data has anomalies against the curated schema; nothing was trained or pushed."""
+
+
+def split_anomalies(anomalies_uri: str, split_names: List[str]) -> Dict[str, List[Dict[str, str]]]:
+  """{split: [{feature, short, description}]} from ExampleValidator's SchemaDiff.pb files."""
+  found: Dict[str, List[Dict[str, str]]] = {}
+  for split in split_names:
+    path = os.path.join(anomalies_uri, f"Split-{split}", "SchemaDiff.pb")
+    anomalies = anomalies_util.load_anomalies_binary(path)
+    found[split] = [{"feature": name, "short": info.short_description,
+                     "description": info.description}
+                    for name, info in sorted(anomalies.anomaly_info.items())]
+    if anomalies.HasField("dataset_anomaly_info"):
+      info = anomalies.dataset_anomaly_info
+      found[split].append({"feature": "(dataset)", "short": info.short_description,
+                           "description": info.description})
+  return found
+
+
+def describe(found: Dict[str, List[Dict[str, str]]], data_root: str) -> str:
+  """A message that names every anomaly and the raw files its feature is read from."""
+  lines = []
+  for split, items in found.items():
+    for item in items:
+      table = F.SOURCE_TABLE.get(item["feature"])
+      files = ", ".join(parsing.list_table_files(data_root, table)) if table else "(derived)"
+      lines.append(f"  [{split}] {item['feature']}: {item['short']}: {item['description']} "
+                   f"(from {table or 'the join'} files: {files})")
+  return "\n".join(lines)
+
+
+@tfx.dsl.components.component
+def ValidationGate(  # pylint: disable=invalid-name
+    statistics: tfx.dsl.components.InputArtifact[standard_artifacts.ExampleStatistics],
+    anomalies: tfx.dsl.components.InputArtifact[standard_artifacts.ExampleAnomalies],
+    report: tfx.dsl.components.OutputArtifact[ValidationReport],
+    data_root: tfx.dsl.components.Parameter[str],
+) -> None:
+  """Writes the reports, then raises DataValidationError if any split has anomalies."""
+  split_names = artifact_utils.decode_split_names(anomalies.split_names)
+  found = split_anomalies(anomalies.uri, split_names)
+  tf.io.gfile.makedirs(report.uri)
+  for split in artifact_utils.decode_split_names(statistics.split_names):
+    stats = stats_util.load_stats_binary(
+        os.path.join(statistics.uri, f"Split-{split}", "FeatureStats.pb"))
+    with tf.io.gfile.GFile(os.path.join(report.uri, f"statistics_{split}.html"), "w") as f:
+      f.write(display_util.get_statistics_html(stats))
+  with tf.io.gfile.GFile(os.path.join(report.uri, "anomalies.json"), "w") as f:
+    json.dump(found, f, indent=2)
+  with tf.io.gfile.GFile(os.path.join(report.uri, "anomalies.html"), "w") as f:
+    rows = "".join(f"<tr><td>{s}</td><td>{i['feature']}</td><td>{i['short']}</td>"
+                   f"<td>{i['description']}</td></tr>" for s, items in found.items() for i in items)
+    rows = rows or "<tr><td colspan=4>none</td></tr>"
+    f.write("<html><body><h1>Data anomalies</h1><table border=1><tr><th>split</th>"
+            f"<th>feature</th><th>anomaly</th><th>detail</th></tr>{rows}</table></body></html>")
+  report.set_int_custom_property("anomaly_count", sum(len(v) for v in found.values()))
+  if any(found.values()):
+    raise DataValidationError(
+        f"input data under {data_root} has anomalies against the curated schema; the run stops "
+        f"before Transform and nothing is trained or pushed (report: {report.uri}):\n"
+        + describe(found, data_root))

@@ -1,0 +1,82 @@
+"""The raw data contract: the tables and columns a user's own logs come in.
+
+A data root holds one folder per table; each folder holds any number of CSV, JSONL or Parquet
+files (mixed formats are fine). The pipeline reads every file under a table's folder:
+
+    <data_root>/interactions/*.csv|*.jsonl|*.parquet   required
+    <data_root>/items/*.csv|*.jsonl|*.parquet          required (the item catalog)
+    <data_root>/users/*.csv|*.jsonl|*.parquet          optional
+
+This module is the one place that names the raw tables and columns; readers, converters, the
+ExampleGen and the serving feedback log all refer to it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Tuple
+
+INTERACTIONS = "interactions"
+ITEMS = "items"
+USERS = "users"
+TABLES: Tuple[str, ...] = (INTERACTIONS, ITEMS, USERS)
+OPTIONAL_TABLES: Tuple[str, ...] = (USERS,)
+
+FILE_FORMATS: Tuple[str, ...] = (".csv", ".jsonl", ".parquet")
+
+# Event types a log may carry. Retrieval learns from the positive ones; an `impression` is a
+# shown-but-not-clicked record written by the serving feedback log. Any other value is kept in the
+# examples so that validation (TFDV, against the schema's domain) reports it.
+POSITIVE_EVENT_TYPES: Tuple[str, ...] = ("view", "click", "add_to_cart", "purchase", "rating")
+NEGATIVE_EVENT_TYPES: Tuple[str, ...] = ("impression",)
+EVENT_TYPES: Tuple[str, ...] = POSITIVE_EVENT_TYPES + NEGATIVE_EVENT_TYPES
+
+# In CSV files a list-valued column (categories) is one string joined with this separator.
+LIST_SEPARATOR = "|"
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+  """One raw column: its name, its Python type after parsing, and whether a row must have it."""
+  name: str
+  kind: str  # "str", "int", "float", "timestamp" (unix seconds or ISO-8601) or "str_list"
+  required: bool
+
+
+INTERACTION_COLUMNS: Tuple[Column, ...] = (
+    Column("user_id", "str", True),
+    Column("item_id", "str", True),
+    Column("event", "str", True),
+    Column("timestamp", "timestamp", True),
+    Column("rating", "float", False),
+    Column("query", "str", False),
+    Column("session_id", "str", False),
+)
+
+ITEM_COLUMNS: Tuple[Column, ...] = (
+    Column("item_id", "str", True),
+    Column("title", "str", True),
+    Column("description", "str", False),
+    Column("categories", "str_list", False),
+    Column("year", "int", False),
+    Column("image_uri", "str", False),
+)
+
+USER_COLUMNS: Tuple[Column, ...] = (
+    Column("user_id", "str", True),
+    Column("age", "int", False),
+    Column("gender", "str", False),
+    Column("occupation", "str", False),
+)
+
+COLUMNS_BY_TABLE = {
+    INTERACTIONS: INTERACTION_COLUMNS,
+    ITEMS: ITEM_COLUMNS,
+    USERS: USER_COLUMNS,
+}
+
+# Every parsed row also carries where it came from, so errors can name the file and line.
+SOURCE_FIELD = "_source"
+
+
+class ContractError(ValueError):
+  """Raw data that breaks the contract; the message names the file, row and column at fault."""

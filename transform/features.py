@@ -1,0 +1,90 @@
+"""Every feature the pipeline emits, transforms and serves, named once.
+
+Raw features are what the ExampleGen writes into tf.Examples (and what serving accepts); the
+transformed ones are what the towers consume. The raw names of pass-through columns equal the
+raw data contract's column names (`pipeline/data/contract.py`).
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+# --- Raw example features (ExampleGen output) --------------------------------------------
+USER_ID = "user_id"
+ITEM_ID = "item_id"
+EVENT = "event"
+RATING = "rating"
+TIMESTAMP = "timestamp"
+QUERY = "query"
+SESSION_ID = "session_id"
+# The user's positive interactions strictly before this one, most recent first.
+HISTORY = "history"
+# How many positive interactions the user had before this one (uncapped) and its bucket.
+USER_HISTORY_LENGTH = "user_history_length"
+ACTIVITY_SEGMENT = "activity_segment"
+AGE = "age"
+GENDER = "gender"
+OCCUPATION = "occupation"
+TITLE = "title"
+DESCRIPTION = "description"
+CATEGORIES = "categories"
+YEAR = "year"
+IMAGE_URI = "image_uri"
+
+# The most recent interactions kept in HISTORY (older ones only count in USER_HISTORY_LENGTH).
+HISTORY_LENGTH = 20
+# Activity segments for sliced evaluation: (label, lower bound of prior interactions).
+ACTIVITY_SEGMENTS: Tuple[Tuple[str, int], ...] = (("0-9", 0), ("10-49", 10), ("50-199", 50),
+                                                  ("200+", 200))
+
+QUERY_RAW_FEATURES: Tuple[str, ...] = (USER_ID, HISTORY, AGE, GENDER, OCCUPATION)
+CANDIDATE_RAW_FEATURES: Tuple[str, ...] = (ITEM_ID, TITLE, CATEGORIES, YEAR)
+# Features the slicing and evaluation use that no tower reads.
+SLICE_FEATURES: Tuple[str, ...] = (GENDER, ACTIVITY_SEGMENT)
+
+# --- Transformed features (preprocessing_fn output) --------------------------------------
+USER_INDEX = "user_id_index"
+ITEM_INDEX = "item_id_index"
+HISTORY_INDEX = "history_index"  # [HISTORY_LENGTH] item indices, -1 padded
+AGE_Z = "age_z"
+GENDER_INDEX = "gender_index"
+OCCUPATION_INDEX = "occupation_index"
+TITLE_TOKENS = "title_tokens"  # [TITLE_LENGTH] token indices, -1 padded
+CATEGORY_MULTI_HOT = "category_multi_hot"  # [CATEGORY_VOCAB_SIZE + 1] (last slot: OOV)
+YEAR_Z = "year_z"
+YEAR_BUCKET = "year_bucket"
+
+TITLE_LENGTH = 12
+TITLE_VOCAB_SIZE = 20_000
+CATEGORY_VOCAB_SIZE = 32
+YEAR_BUCKETS = 10
+OOV_BUCKETS = 1
+
+QUERY_FEATURES: Tuple[str, ...] = (USER_INDEX, HISTORY_INDEX, AGE_Z, GENDER_INDEX, OCCUPATION_INDEX)
+CANDIDATE_FEATURES: Tuple[str, ...] = (ITEM_INDEX, TITLE_TOKENS, CATEGORY_MULTI_HOT, YEAR_Z,
+                                       YEAR_BUCKET)
+
+# Vocabulary file names (tft.TFTransformOutput.vocabulary_by_name).
+USER_VOCAB = "user_id"
+ITEM_VOCAB = "item_id"
+GENDER_VOCAB = "gender"
+OCCUPATION_VOCAB = "occupation"
+TITLE_VOCAB = "title_token"
+CATEGORY_VOCAB = "category"
+
+
+def activity_segment(prior_interactions: int) -> str:
+  """The slice label of a user with this many prior interactions."""
+  label = ACTIVITY_SEGMENTS[0][0]
+  for name, lower in ACTIVITY_SEGMENTS:
+    if prior_interactions >= lower:
+      label = name
+  return label
+
+# The raw table each example feature comes from, so a validation error can name the files.
+SOURCE_TABLE = {
+    **{name: "interactions" for name in (USER_ID, ITEM_ID, EVENT, RATING, TIMESTAMP, QUERY,
+                                         SESSION_ID, HISTORY, USER_HISTORY_LENGTH,
+                                         ACTIVITY_SEGMENT)},
+    **{name: "users" for name in (AGE, GENDER, OCCUPATION)},
+    **{name: "items" for name in (TITLE, DESCRIPTION, CATEGORIES, YEAR, IMAGE_URI)},
+}
