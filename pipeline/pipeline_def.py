@@ -65,12 +65,14 @@ def create_components(config: PipelineConfig) -> List[BaseNode]:
           trainer, popularity, last_blessed, evaluator, pusher]
 
 
-def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+def create_pipeline(config: PipelineConfig, local_metadata: bool = True) -> tfx.dsl.Pipeline:
+  """The pipeline; with local_metadata, MLMD is a SQLite file under the output root (on
+  Kubeflow the cluster provides MLMD)."""
   return tfx.dsl.Pipeline(
       pipeline_name=config.pipeline_name,
       pipeline_root=config.pipeline_root,
       components=create_components(config),
       enable_cache=config.enable_cache,
-      metadata_connection_config=metadata.sqlite_metadata_connection_config(
-          config.metadata_path),
+      metadata_connection_config=(metadata.sqlite_metadata_connection_config(
+          config.metadata_path) if local_metadata else None),
       beam_pipeline_args=config.beam_pipeline_args)

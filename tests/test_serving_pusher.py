@@ -187,3 +187,14 @@ def test_serving_root_pusher_component(tmp_path: pathlib.Path):
         serving_root=str(tmp_path / "serving"),
         model_name="my-model",
     )
+
+
+def test_pushing_the_same_model_again_reuses_its_version(model_uri: str, tmp_path: pathlib.Path):
+  serving_root = tmp_path / "serving"
+  first = _push(model_uri, tmp_path / "first", serving_root, "retrieval")
+  again = _push(model_uri, tmp_path / "again", serving_root, "retrieval")
+  assert again.get_int_custom_property("pushed") == 1
+  assert (again.get_string_custom_property("pushed_version")
+          == first.get_string_custom_property("pushed_version"))
+  versions = [p.name for p in (serving_root / "retrieval").iterdir() if p.name.isdigit()]
+  assert len(versions) == 1

@@ -8,8 +8,10 @@ corrected for the popularity bias of in-batch negatives (logQ correction).
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict
+import math
+from typing import Dict, Mapping, Optional
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
@@ -33,6 +35,14 @@ class TowerConfig:
   hidden_units: int = 128
   temperature: float = 0.05
   logq_correction: bool = True
+  normalize_candidates: bool = True
+  item_bias: bool = False
+  catalog_negatives: int = 0
+  in_batch_negatives: bool = True
+  dropout: float = 0.0
+  id_l2: float = 0.0
+  query_inputs: str = "all"
+  candidate_inputs: str = "all"
 
 
 def _masked_mean(embedding: tf.keras.layers.Embedding, indices: tf.Tensor) -> tf.Tensor:
@@ -43,15 +53,27 @@ def _masked_mean(embedding: tf.keras.layers.Embedding, indices: tf.Tensor) -> tf
 
 
 class _Head(tf.keras.layers.Layer):
-  """Features -> unit-norm embedding: a hidden ReLU layer and a linear projection."""
+  """Features -> embedding: a hidden ReLU layer and a linear projection."""
 
-  def __init__(self, config: TowerConfig, **kwargs):
+  def __init__(self, config: TowerConfig, normalize: bool, **kwargs):
     super().__init__(**kwargs)
-    self._hidden = tf.keras.layers.Dense(config.hidden_units, activation="relu")
+    self._dropout = tf.keras.layers.Dropout(config.dropout)
+    self._hidden = (tf.keras.layers.Dense(config.hidden_units, activation="relu")
+                    if config.hidden_units else None)
     self._out = tf.keras.layers.Dense(config.embedding_dim)
+    self._normalize = normalize
 
-  def call(self, x: tf.Tensor) -> tf.Tensor:
-    return tf.math.l2_normalize(self._out(self._hidden(x)), axis=-1)
+  def call(self, x: tf.Tensor, training: Optional[bool] = None) -> tf.Tensor:
+    x = self._dropout(x, training=training)
+    if self._hidden is not None:
+      x = self._hidden(x)
+    x = self._out(x)
+    return tf.math.l2_normalize(x, axis=-1) if self._normalize else x
+
+
+def _id_embedding(size: int, config: TowerConfig) -> tf.keras.layers.Embedding:
+  regularizer = tf.keras.regularizers.l2(config.id_l2) if config.id_l2 else None
+  return tf.keras.layers.Embedding(size, config.id_dim, embeddings_regularizer=regularizer)
 
 
 class QueryTower(tf.keras.Model):
@@ -60,20 +82,28 @@ class QueryTower(tf.keras.Model):
   def __init__(self, vocab: Vocabularies, item_embedding: tf.keras.layers.Embedding,
                config: TowerConfig):
     super().__init__()
-    self.user_embedding = tf.keras.layers.Embedding(vocab.users, config.id_dim)
+    self.user_embedding = _id_embedding(vocab.users, config)
     self.gender_embedding = tf.keras.layers.Embedding(vocab.genders, 4)
     self.occupation_embedding = tf.keras.layers.Embedding(vocab.occupations, 8)
     self.item_embedding = item_embedding
-    self.head = _Head(config)
+    self.head = _Head(config, normalize=True)
+    self._config = config
 
-  def call(self, inputs: Dict[str, tf.Tensor]) -> tf.Tensor:
-    return self.head(tf.concat([
-        self.user_embedding(inputs[F.USER_INDEX]),
-        _masked_mean(self.item_embedding, inputs[F.HISTORY_INDEX]),
-        self.gender_embedding(inputs[F.GENDER_INDEX]),
-        self.occupation_embedding(inputs[F.OCCUPATION_INDEX]),
-        tf.reshape(inputs[F.AGE_Z], [-1, 1]),
-    ], axis=1))
+  def call(self, inputs: Dict[str, tf.Tensor], training: Optional[bool] = None) -> tf.Tensor:
+    mode = self._config.query_inputs
+    parts = []
+    if mode != "no_user":
+      parts.append(self.user_embedding(inputs[F.USER_INDEX]))
+    if mode != "no_history":
+      parts.append(_masked_mean(self.item_embedding, inputs[F.HISTORY_INDEX]))
+    if mode != "ids_only":
+      parts += [self.gender_embedding(inputs[F.GENDER_INDEX]),
+                self.occupation_embedding(inputs[F.OCCUPATION_INDEX]),
+                tf.reshape(inputs[F.AGE_Z], [-1, 1])]
+    query = self.head(tf.concat(parts, axis=1), training=training)
+    if self._config.item_bias:
+      query = tf.concat([query, tf.ones_like(query[:, :1])], axis=1) / math.sqrt(2.0)
+    return query
 
 
 class CandidateTower(tf.keras.Model):
@@ -86,37 +116,72 @@ class CandidateTower(tf.keras.Model):
     self.token_embedding = tf.keras.layers.Embedding(vocab.title_tokens, 32)
     self.category_projection = tf.keras.layers.Dense(16, use_bias=False)
     self.year_embedding = tf.keras.layers.Embedding(F.YEAR_BUCKETS + 1, 8)
-    self.head = _Head(config)
+    self.bias = tf.keras.layers.Embedding(vocab.items, 1, embeddings_initializer="zeros")
+    self.head = _Head(config, normalize=config.normalize_candidates)
+    self._config = config
 
-  def call(self, inputs: Dict[str, tf.Tensor]) -> tf.Tensor:
-    return self.head(tf.concat([
-        self.item_embedding(inputs[F.ITEM_INDEX]),
-        _masked_mean(self.token_embedding, inputs[F.TITLE_TOKENS]),
-        self.category_projection(inputs[F.CATEGORY_MULTI_HOT]),
-        self.year_embedding(inputs[F.YEAR_BUCKET]),
-        tf.reshape(inputs[F.YEAR_Z], [-1, 1]),
-    ], axis=1))
+  def call(self, inputs: Dict[str, tf.Tensor], training: Optional[bool] = None) -> tf.Tensor:
+    mode = self._config.candidate_inputs
+    parts = [self.item_embedding(inputs[F.ITEM_INDEX])]
+    if mode != "id_only":
+      if mode != "no_title":
+        parts.append(_masked_mean(self.token_embedding, inputs[F.TITLE_TOKENS]))
+      parts += [self.category_projection(inputs[F.CATEGORY_MULTI_HOT]),
+                self.year_embedding(inputs[F.YEAR_BUCKET]),
+                tf.reshape(inputs[F.YEAR_Z], [-1, 1])]
+    candidate = self.head(tf.concat(parts, axis=1), training=training)
+    if self._config.item_bias:
+      bias = self.bias(inputs[F.ITEM_INDEX])
+      candidate = tf.concat([candidate, tf.reshape(bias, [-1, 1])], axis=1) * math.sqrt(2.0)
+    return candidate
 
 
 class TwoTowerModel(tfrs.Model):
   """In-batch softmax retrieval with the logQ correction for in-batch negatives."""
 
-  def __init__(self, vocab: Vocabularies, item_probabilities: tf.Tensor, config: TowerConfig):
+  def __init__(self, vocab: Vocabularies, item_probabilities: tf.Tensor, config: TowerConfig,
+               catalog: Optional[Mapping[str, np.ndarray]] = None):
     super().__init__()
-    item_embedding = tf.keras.layers.Embedding(vocab.items, config.id_dim)
+    item_embedding = _id_embedding(vocab.items, config)
     self.query_tower = QueryTower(vocab, item_embedding, config)
     self.candidate_tower = CandidateTower(vocab, item_embedding, config)
     # P(item appears in a batch) per item index: the sampling probability logQ removes.
     self._item_probabilities = tf.constant(item_probabilities, tf.float32)
     self._config = config
+    self._catalog = ({name: tf.constant(values) for name, values in catalog.items()}
+                     if catalog is not None and config.catalog_negatives else None)
     self.task = tfrs.tasks.Retrieval(temperature=config.temperature,
                                      remove_accidental_hits=True)
 
+  def _catalog_sample(self) -> Dict[str, tf.Tensor]:
+    size = tf.shape(self._catalog[F.ITEM_INDEX])[0]
+    if self._config.catalog_negatives >= int(self._catalog[F.ITEM_INDEX].shape[0]):
+      return dict(self._catalog)
+    rows = tf.random.uniform([self._config.catalog_negatives], 0, size, dtype=tf.int32)
+    return {name: tf.gather(values, rows) for name, values in self._catalog.items()}
+
   def compute_loss(self, inputs: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-    queries = self.query_tower(inputs)
-    candidates = self.candidate_tower(inputs)
+    queries = self.query_tower(inputs, training=training)
+    candidates = self.candidate_tower(inputs, training=training)
+    ids = inputs[F.ITEM_INDEX]
     probabilities = None
     if self._config.logq_correction:
-      probabilities = tf.gather(self._item_probabilities, inputs[F.ITEM_INDEX])
-    return self.task(queries, candidates, candidate_sampling_probability=probabilities,
-                     candidate_ids=inputs[F.ITEM_INDEX], compute_metrics=not training)
+      probabilities = tf.gather(self._item_probabilities, ids)
+    if self._catalog is None:
+      return self.task(queries, candidates, candidate_sampling_probability=probabilities,
+                       candidate_ids=ids, compute_metrics=not training)
+    sample = self._catalog_sample()
+    negatives = self.candidate_tower(sample, training=training)
+    negative_ids = sample[F.ITEM_INDEX]
+    scores = tf.matmul(queries, negatives, transpose_b=True) / self._config.temperature
+    positive = tf.reduce_sum(queries * candidates, axis=1) / self._config.temperature
+    if self._config.in_batch_negatives:
+      batch_scores = tf.matmul(queries, candidates, transpose_b=True) / self._config.temperature
+      if probabilities is not None:
+        batch_scores -= tf.math.log(probabilities)[tf.newaxis, :]
+      scores = tf.concat([scores, batch_scores], axis=1)
+      negative_ids = tf.concat([negative_ids, ids], axis=0)
+    hits = tf.equal(ids[:, tf.newaxis], negative_ids[tf.newaxis, :])
+    scores = tf.where(hits, tf.float32.min / 100.0, scores)
+    logits = tf.concat([positive[:, tf.newaxis], scores], axis=1)
+    return tf.reduce_sum(tf.reduce_logsumexp(logits, axis=1) - positive)

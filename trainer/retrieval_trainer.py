@@ -35,6 +35,16 @@ class TrainingSettings:
   embedding_dim: int = 64
   temperature: float = 0.05
   logq_correction: bool = True
+  id_dim: int = 64
+  hidden_units: int = 128
+  normalize_candidates: bool = True
+  item_bias: bool = False
+  catalog_negatives: int = 0
+  in_batch_negatives: bool = True
+  dropout: float = 0.0
+  id_l2: float = 0.0
+  query_inputs: str = "all"
+  candidate_inputs: str = "all"
   seed: int = 42
 
   @classmethod
@@ -119,10 +129,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   # Probability that an item is among a batch's candidates, for the logQ correction.
   probabilities = 1.0 - np.power(1.0 - counts / counts.sum(), settings.batch_size)
 
-  config = TowerConfig(embedding_dim=settings.embedding_dim, temperature=settings.temperature,
-                       logq_correction=settings.logq_correction)
+  tower_fields = {f.name for f in dataclasses.fields(TowerConfig)}
+  config = TowerConfig(**{k: v for k, v in dataclasses.asdict(settings).items()
+                          if k in tower_fields})
+  catalog_features = {name: values[catalog] for name, values in item_features.items()}
   with distribution_strategy(settings.strategy).scope():
-    model = TwoTowerModel(vocab, probabilities, config)
+    model = TwoTowerModel(vocab, probabilities, config, catalog_features)
     model.compile(optimizer=tf.keras.optimizers.Adam(settings.learning_rate))
   model.fit(train, validation_data=evaluation, epochs=settings.epochs, verbose=2,
             callbacks=[tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])

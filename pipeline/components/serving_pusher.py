@@ -12,6 +12,7 @@ editing the file by hand.
 """
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from typing import Any, Dict, List
@@ -33,6 +34,7 @@ MODELS_CONFIG = "models.config"
 # The stock executor marks its PushedModel output with this int custom property: 1 when it
 # copied (or had already copied) the model, 0 when the blessing check refused the push.
 _PUSHED_KEY = "pushed"
+_PUSHED_VERSION_KEY = "pushed_version"
 
 
 def _absolute(path: str) -> str:
@@ -82,23 +84,57 @@ def read_models_config(path: str) -> model_server_config_pb2.ModelServerConfig:
     return text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
 
 
+PUSH_LOG = "pushes.json"
+
+
+def _read_push_log(model_dir: str) -> Dict[str, str]:
+  """{model artifact uri: version} of everything pushed into one model's folder."""
+  path = os.path.join(model_dir, PUSH_LOG)
+  if not tf.io.gfile.exists(path):
+    return {}
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
+def _record_push(model_dir: str, model_uri: str, version: str) -> None:
+  log = _read_push_log(model_dir)
+  log[model_uri] = version
+  tmp = os.path.join(model_dir, f"{PUSH_LOG}.tmp.{uuid.uuid4().hex}")
+  with tf.io.gfile.GFile(tmp, "w") as f:
+    json.dump(log, f, indent=2, sort_keys=True)
+  tf.io.gfile.rename(tmp, os.path.join(model_dir, PUSH_LOG), overwrite=True)
+
+
 class ServingRootPusherExecutor(pusher_executor.Executor):
-  """The stock Pusher executor, plus a `models.config` refresh after each real push."""
+  """The stock Pusher executor, plus a `models.config` refresh after each push.
+
+  A model that is already in the serving root (a re-run on unchanged data re-blesses the same
+  model) is not copied again as a new version: the push points at the version it already has.
+  """
 
   def Do(self, input_dict: Dict[str, List[types.Artifact]],
          output_dict: Dict[str, List[types.Artifact]],
          exec_properties: Dict[str, Any]) -> None:
     """Pushes as the stock executor does, then rewrites the serving root's `models.config`."""
-    super().Do(input_dict, output_dict, exec_properties)
-    pushed_model = artifact_utils.get_single_instance(
-        output_dict[standard_component_specs.PUSHED_MODEL_KEY])
-    if pushed_model.get_int_custom_property(_PUSHED_KEY) != 1:
-      return
     push_destination = pusher_pb2.PushDestination()
     proto_utils.json_to_proto(
         exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], push_destination)
-    base_directory = push_destination.filesystem.base_directory.rstrip("/")
-    write_models_config(os.path.dirname(base_directory))
+    model_dir = push_destination.filesystem.base_directory.rstrip("/")
+    model_uri = artifact_utils.get_single_uri(input_dict[standard_component_specs.MODEL_KEY])
+    pushed_model = artifact_utils.get_single_instance(
+        output_dict[standard_component_specs.PUSHED_MODEL_KEY])
+    existing = _read_push_log(model_dir).get(model_uri)
+    if existing and self.CheckBlessing(input_dict) and tf.io.gfile.exists(
+        os.path.join(model_dir, existing)):
+      self._MarkPushed(pushed_model, pushed_destination=os.path.join(model_dir, existing),
+                       pushed_version=existing)
+    else:
+      super().Do(input_dict, output_dict, exec_properties)
+      if pushed_model.get_int_custom_property(_PUSHED_KEY) != 1:
+        return
+      _record_push(model_dir, model_uri,
+                   pushed_model.get_string_custom_property(_PUSHED_VERSION_KEY))
+    write_models_config(os.path.dirname(model_dir))
 
 
 def serving_root_pusher(model: types.BaseChannel, model_blessing: types.BaseChannel,

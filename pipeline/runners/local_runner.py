@@ -15,9 +15,11 @@ import logging
 import os
 import sys
 import time
+import warnings
 from typing import Any, Dict, List, Optional
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+warnings.filterwarnings("ignore", category=FutureWarning)  # google-cloud's Python 3.11 notices
 
 import tensorflow as tf  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
@@ -164,6 +166,11 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
   parser.add_argument("--epochs", type=int, default=None)
   parser.add_argument("--batch_size", type=int, default=None)
   parser.add_argument("--strategy", default=None, help="default, mirrored or tpu")
+  parser.add_argument("--gate_metrics", default=None,
+                      help="comma-separated metrics the model must win on (default "
+                           "recall@100,ndcg@10)")
+  parser.add_argument("--regression_tolerance", type=float, default=None,
+                      help="how far below the last blessed model a gate metric may fall")
   parser.add_argument("--no_cache", action="store_true")
   parser.add_argument("--beam_pipeline_args", nargs="*", default=None,
                       help="passed to every Beam component, e.g. --runner=DataflowRunner ...")
@@ -179,6 +186,10 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
                           enable_cache=not args.no_cache)
   if args.schema_path:
     config.schema_path = args.schema_path
+  if args.gate_metrics:
+    config.gate_metrics = args.gate_metrics
+  if args.regression_tolerance is not None:
+    config.regression_tolerance = args.regression_tolerance
   if args.beam_pipeline_args is not None:
     config.beam_pipeline_args = args.beam_pipeline_args
   return config

@@ -1,0 +1,50 @@
+"""Compiles the same pipeline for Kubeflow Pipelines (v2 / Vertex AI Pipelines).
+
+    python -m kubeflow.kubeflow_v2_runner --image IMAGE --data_root gs://... \
+        --output_root gs://... [--beam_pipeline_args --runner=DataflowRunner --project=...]
+
+writes a pipeline JSON to submit with the KFP client or Vertex AI. The image is built from
+kubeflow/Dockerfile and holds this repository, so every component finds its code.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import List
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner  # noqa: E402
+
+from pipeline import pipeline_def  # noqa: E402
+from pipeline.config import PipelineConfig  # noqa: E402
+
+
+def compile_pipeline(config: PipelineConfig, image: str, output_dir: str,
+                     output_filename: str = "pipeline.json") -> str:
+  """Writes the Kubeflow V2 pipeline spec; returns its path."""
+  runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
+      config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(default_image=image),
+      output_dir=output_dir, output_filename=output_filename)
+  runner.run(pipeline_def.create_pipeline(config, local_metadata=False), write_out=True)
+  return os.path.join(output_dir, output_filename)
+
+
+def main(argv: List[str]) -> int:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--image", required=True, help="container image built from kubeflow/Dockerfile")
+  parser.add_argument("--data_root", required=True)
+  parser.add_argument("--output_root", required=True, help="pipeline root and serving root")
+  parser.add_argument("--output_dir", default=".")
+  parser.add_argument("--beam_pipeline_args", nargs="*", default=[])
+  args = parser.parse_args(argv)
+  config = PipelineConfig(data_root=args.data_root, output_root=args.output_root,
+                          beam_pipeline_args=args.beam_pipeline_args)
+  print(compile_pipeline(config, args.image, args.output_dir))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))

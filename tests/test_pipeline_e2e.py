@@ -1,0 +1,187 @@
+"""The whole pipeline with LocalDagRunner on a small real slice of MovieLens-100K."""
+import contextlib
+import csv
+import io
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pipeline.components.serving_pusher import read_models_config
+from pipeline.config import RETRIEVAL_MODEL_NAME, PipelineConfig
+from pipeline.data import contract, parsing
+from pipeline.data.movielens import convert_movielens_100k
+from pipeline.runners import local_runner
+
+SLICE_USERS = 120
+
+
+def _config(tmp, data_root, **overrides):
+  settings = dict(data_root=data_root, output_root=os.path.join(tmp, "outputs"),
+                  retrieval_training={"epochs": 3}, gate_metrics="recall@100",
+                  regression_tolerance=1.0)
+  settings.update(overrides)
+  return PipelineConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def slice_root(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp("movielens_slice"))
+  convert_movielens_100k(root, max_users=SLICE_USERS)
+  return root
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, slice_root):
+  tmp = str(tmp_path_factory.mktemp("run"))
+  config = _config(tmp, slice_root)
+  stdout = io.StringIO()
+  with contextlib.redirect_stdout(stdout):
+    code = local_runner.main(["--data_root", slice_root, "--output_root", config.output_root,
+                              "--epochs", "3", "--gate_metrics", config.gate_metrics,
+                              "--regression_tolerance", str(config.regression_tolerance)])
+  lines = stdout.getvalue().strip().splitlines()
+  with open(lines[-1]) as f:
+    summary = json.load(f)
+  return config, code, lines, summary
+
+
+def test_cli_run_succeeds_and_ends_with_the_summary_path(first_run):
+  _, code, lines, summary = first_run
+  assert code == 0, "\n".join(lines[-30:])
+  assert summary["status"] == "succeeded"
+  assert any(line.startswith("[1/11]") for line in lines)  # per-component progress
+  assert any("Retrieval metrics on the eval split" in line for line in lines)
+  assert lines[-1].endswith("summary.json")
+
+
+def test_evaluation_has_baseline_and_slices(first_run):
+  _, _, _, summary = first_run
+  metrics = summary["evaluation"]["metrics"]
+  assert set(metrics) == {"candidate", "popularity"}  # no blessed model yet on a fresh root
+  overall = metrics["candidate"]["overall"]
+  assert 0 < overall["recall@10"] <= overall["recall@50"] <= overall["recall@100"] <= 1
+  assert overall["precision@10"] == pytest.approx(overall["recall@10"] / 10)
+  assert overall["example_count"] > 1000
+  slices = set(metrics["candidate"])
+  assert {"gender=F", "gender=M"} <= slices
+  assert any(s.startswith("activity_segment=") for s in slices)
+  assert os.path.exists(summary["evaluation_report"])
+
+
+def test_blessed_model_is_pushed_with_models_config(first_run):
+  config, _, _, summary = first_run
+  assert summary["blessed"] is True
+  version_dir = summary["pushed_to"]
+  assert os.path.dirname(version_dir) == os.path.join(config.serving_root, RETRIEVAL_MODEL_NAME)
+  assert os.path.basename(version_dir).isdigit()
+  models = read_models_config(os.path.join(config.serving_root, "models.config"))
+  assert [m.name for m in models.model_config_list.config] == [RETRIEVAL_MODEL_NAME]
+
+
+def test_validation_reports_are_written(first_run):
+  config, _, _, _ = first_run
+  reports = tf.io.gfile.glob(os.path.join(config.pipeline_root, "ValidationGate", "report", "*"))
+  assert reports
+  names = set(os.listdir(reports[0]))
+  assert {"statistics_train.html", "statistics_eval.html", "anomalies.html",
+          "anomalies.json"} <= names
+
+
+def _user_history(slice_root, user_id, length=20):
+  rows = [row for path in parsing.list_table_files(slice_root, contract.INTERACTIONS)
+          for row in parsing.read_file_rows(path, contract.INTERACTIONS)
+          if row["user_id"] == user_id]
+  rows.sort(key=lambda r: (-r["timestamp"], r["item_id"]))
+  return [r["item_id"] for r in rows[:length]]
+
+
+def test_pushed_model_answers_through_its_serving_signature(first_run, slice_root):
+  _, _, _, summary = first_run
+  model = tf.saved_model.load(summary["pushed_to"])
+  history = _user_history(slice_root, "1")
+  out = model.signatures["serving_default"](
+      user_id=tf.constant(["1", "unknown-user"]),
+      history=tf.constant([history, [""] * len(history)]),
+      age=tf.constant([24, 0], tf.int64), gender=tf.constant(["M", ""]),
+      occupation=tf.constant(["technician", ""]))
+  ids = out["item_ids"].numpy().astype(str)
+  scores = out["scores"].numpy()
+  assert ids.shape == (2, 100)
+  assert not set(ids[0]) & set(history)  # already-seen items are excluded
+  assert np.all(np.diff(scores, axis=1) <= 1e-6)
+  assert len(set(ids[1])) == 100  # a cold user still gets an answer
+  embedding = model.signatures["query_embedding"](
+      user_id=tf.constant(["1"]), history=tf.constant([history]), age=tf.constant([24], tf.int64),
+      gender=tf.constant(["M"]), occupation=tf.constant(["technician"]))["embedding"].numpy()
+  assert np.linalg.norm(embedding, axis=1) == pytest.approx(1.0, abs=1e-4)
+  catalog = {row["item_id"]: row for path in parsing.list_table_files(slice_root, contract.ITEMS)
+             for row in parsing.read_file_rows(path, contract.ITEMS)}
+  toy_story, star_wars = catalog["1"], catalog["50"]
+  width = max(len(toy_story["categories"]), len(star_wars["categories"]))
+  items = model.signatures["item_embeddings"](
+      item_id=tf.constant(["1", "50"]),
+      title=tf.constant([toy_story["title"], star_wars["title"]]),
+      categories=tf.constant([r["categories"] + [""] * (width - len(r["categories"]))
+                              for r in (toy_story, star_wars)]),
+      year=tf.constant([toy_story["year"], star_wars["year"]], tf.int64))["embedding"].numpy()
+  assert items.shape == (2, embedding.shape[1])
+  # The recommend signature is the query embedding against the catalog's item embeddings.
+  star_wars_score = float(embedding[0] @ items[1])
+  if "50" in ids[0]:
+    assert scores[0][list(ids[0]).index("50")] == pytest.approx(star_wars_score, abs=1e-4)
+
+
+def test_rerun_on_unchanged_data_is_cached(first_run):
+  config, _, _, _ = first_run
+  summary = local_runner.run(config)
+  assert summary["status"] == "succeeded"
+  assert {"InteractionExampleGen", "StatisticsGen", "Transform", "Trainer",
+          "PopularityBaseline"} <= set(summary["cached_components"])
+
+
+def test_new_data_trains_and_pushes_a_new_version(first_run, slice_root, tmp_path):
+  config, _, _, first = first_run
+  data_root = str(tmp_path / "data")
+  shutil.copytree(slice_root, data_root)
+  with open(os.path.join(data_root, "interactions", "feedback.csv"), "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["user_id", "item_id", "event", "rating", "timestamp"])
+    writer.writerows([("1", "50", "click", "", 893286700), ("2", "100", "rating", "4", 893286700)])
+  config = _config(os.path.dirname(config.output_root), data_root)
+  summary = local_runner.run(config)
+  assert summary["status"] == "succeeded", summary.get("error")
+  assert "Trainer" not in summary["cached_components"]
+  assert "last_blessed" in summary["evaluation"]["metrics"]
+  assert summary["pushed_to"] and summary["pushed_to"] != first["pushed_to"]
+  versions = os.listdir(os.path.join(config.serving_root, RETRIEVAL_MODEL_NAME))
+  assert len(versions) == 2
+
+
+def _corrupt_ratings(data_root):
+  path = os.path.join(data_root, "interactions", "ratings.csv")
+  with open(path) as f:
+    rows = list(csv.reader(f))
+  rows[5][3] = "7"  # rating out of the 1-5 range
+  rows[9][2] = "like"  # an event type the schema does not know
+  with open(path, "w", newline="") as f:
+    csv.writer(f).writerows(rows)
+  return path
+
+
+def test_anomalous_data_stops_before_training_and_pushes_nothing(slice_root, tmp_path):
+  data_root = str(tmp_path / "data")
+  shutil.copytree(slice_root, data_root)
+  ratings_file = _corrupt_ratings(data_root)
+  config = _config(str(tmp_path), data_root)
+  summary = local_runner.run(config)
+  assert summary["status"] == "failed"
+  error = summary["error"]
+  assert "DataValidationError" in error
+  assert "rating" in error and "event" in error and ratings_file in error
+  for component in ("Transform", "Trainer", "RetrievalEvaluator", "retrieval_pusher"):
+    assert not os.path.exists(os.path.join(config.pipeline_root, component)), component
+  assert not os.path.exists(config.serving_root)
