@@ -169,7 +169,8 @@ def test_parse_row_fills_optional_columns_and_ignores_unknown() -> None:
                                    "timestamp": 5, "rating": "4.5", "session_id": "",
                                    "not_in_contract": 1}, "x.csv:2")
   assert row == {"user_id": "196.0", "item_id": "242", "event": "click", "timestamp": 5,
-                 "rating": 4.5, "query": None, "session_id": None,
+                 "rating": 4.5, "query": None, "session_id": None, "request_id": None,
+                 "position": None, "propensity": None, "variant": None,
                  contract.SOURCE_FIELD: "x.csv:2"}
 
 

@@ -50,6 +50,13 @@ INTERACTION_COLUMNS: Tuple[Column, ...] = (
     Column("rating", "float", False),
     Column("query", "str", False),
     Column("session_id", "str", False),
+    # Written by the serving feedback log for every shown item, so that later runs can judge
+    # any new policy off-policy: which request showed it, where, with what probability, and
+    # under which A/B variant.
+    Column("request_id", "str", False),
+    Column("position", "int", False),
+    Column("propensity", "float", False),
+    Column("variant", "str", False),
 )
 
 ITEM_COLUMNS: Tuple[Column, ...] = (
