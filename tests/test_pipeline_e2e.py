@@ -185,3 +185,21 @@ def test_anomalous_data_stops_before_training_and_pushes_nothing(slice_root, tmp
   for component in ("Transform", "Trainer", "RetrievalEvaluator", "retrieval_pusher"):
     assert not os.path.exists(os.path.join(config.pipeline_root, component)), component
   assert not os.path.exists(config.serving_root)
+
+
+def test_exported_model_uses_only_core_tensorflow_ops(first_run):
+  """Stock TF Serving has TF's core ops (and TF Text's), not ScaNN's or other custom ops."""
+  from tensorflow.core.protobuf import saved_model_pb2
+  from tensorflow.python.framework import op_def_registry
+  _, _, _, summary = first_run
+  saved_model = saved_model_pb2.SavedModel()
+  with open(os.path.join(summary["pushed_to"], "saved_model.pb"), "rb") as f:
+    saved_model.ParseFromString(f.read())
+  graph = saved_model.meta_graphs[0].graph_def
+  ops = {node.op for node in graph.node}
+  for function in graph.library.function:
+    ops |= {node.op for node in function.node_def}
+  ops -= {function.signature.name for function in graph.library.function}
+  unknown = sorted(op for op in ops if op_def_registry.get(op) is None)
+  assert not unknown, unknown
+  assert not any("scann" in op.lower() for op in ops)
