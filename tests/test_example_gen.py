@@ -124,3 +124,11 @@ def test_contract_error_type_survives_beam(tmp_path):
   with pytest.raises(Exception) as raised:
     _run(root)
   assert "ContractError" in repr(raised.value) or isinstance(raised.value, ContractError)
+
+
+def test_interactions_in_the_same_second_are_not_each_others_history(tmp_path):
+  interactions = [("u1", "i1", "rating", "3", "100"), ("u1", "i2", "rating", "4", "200"),
+                  ("u1", "i3", "rating", "5", "200"), ("u1", "i4", "rating", "5", "300")]
+  results = _run(make_data_root(tmp_path, interactions=interactions))
+  history = {e["item_id"][0]: e["history"] for e in results[TRAIN] + results[EVAL]}
+  assert history == {"i1": [], "i2": ["i1"], "i3": ["i1"], "i4": ["i3", "i2", "i1"]}

@@ -1,8 +1,5 @@
 """The whole pipeline with LocalDagRunner on a small real slice of MovieLens-100K."""
-import contextlib
 import csv
-import io
-import json
 import os
 import shutil
 
@@ -11,43 +8,10 @@ import pytest
 import tensorflow as tf
 
 from pipeline.components.serving_pusher import read_models_config
-from pipeline.config import RETRIEVAL_MODEL_NAME, PipelineConfig
+from pipeline.config import RETRIEVAL_MODEL_NAME
 from pipeline.data import contract, parsing
-from pipeline.data.movielens import convert_movielens_100k
 from pipeline.runners import local_runner
-
-SLICE_USERS = 120
-
-
-def _config(tmp, data_root, **overrides):
-  settings = dict(data_root=data_root, output_root=os.path.join(tmp, "outputs"),
-                  retrieval_training={"epochs": 3}, gate_metrics="recall@100",
-                  regression_tolerance=1.0)
-  settings.update(overrides)
-  return PipelineConfig(**settings)
-
-
-@pytest.fixture(scope="module")
-def slice_root(tmp_path_factory):
-  root = str(tmp_path_factory.mktemp("movielens_slice"))
-  convert_movielens_100k(root, max_users=SLICE_USERS)
-  return root
-
-
-@pytest.fixture(scope="module")
-def first_run(tmp_path_factory, slice_root):
-  tmp = str(tmp_path_factory.mktemp("run"))
-  config = _config(tmp, slice_root)
-  stdout = io.StringIO()
-  with contextlib.redirect_stdout(stdout):
-    code = local_runner.main(["--data_root", slice_root, "--output_root", config.output_root,
-                              "--epochs", "3", "--gate_metrics", config.gate_metrics,
-                              "--regression_tolerance", str(config.regression_tolerance)])
-  lines = stdout.getvalue().strip().splitlines()
-  with open(lines[-1]) as f:
-    summary = json.load(f)
-  return config, code, lines, summary
-
+from tests.conftest import pipeline_config
 
 def test_cli_run_succeeds_and_ends_with_the_summary_path(first_run):
   _, code, lines, summary = first_run
@@ -151,7 +115,7 @@ def test_new_data_trains_and_pushes_a_new_version(first_run, slice_root, tmp_pat
     writer = csv.writer(f)
     writer.writerow(["user_id", "item_id", "event", "rating", "timestamp"])
     writer.writerows([("1", "50", "click", "", 893286700), ("2", "100", "rating", "4", 893286700)])
-  config = _config(os.path.dirname(config.output_root), data_root)
+  config = pipeline_config(os.path.dirname(config.output_root), data_root)
   summary = local_runner.run(config)
   assert summary["status"] == "succeeded", summary.get("error")
   assert "Trainer" not in summary["cached_components"]
@@ -176,7 +140,7 @@ def test_anomalous_data_stops_before_training_and_pushes_nothing(slice_root, tmp
   data_root = str(tmp_path / "data")
   shutil.copytree(slice_root, data_root)
   ratings_file = _corrupt_ratings(data_root)
-  config = _config(str(tmp_path), data_root)
+  config = pipeline_config(str(tmp_path), data_root)
   summary = local_runner.run(config)
   assert summary["status"] == "failed"
   error = summary["error"]

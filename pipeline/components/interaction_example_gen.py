@@ -47,8 +47,8 @@ def user_timeline(user_id: str, grouped: Mapping[str, Iterable[Dict[str, Any]]],
                   ) -> Iterator[Tuple[str, Dict[str, Any]]]:
   """Orders one user's positive interactions by time and emits (item_id, example fields).
 
-  Each example carries the items the user interacted with before it (most recent first) and the
-  split: the latest `eval_fraction` of the user's interactions are eval.
+  Each example carries the items the user interacted with strictly before it (most recent
+  first) and the split: the latest `eval_fraction` of the user's interactions are eval.
   """
   user_rows = list(grouped[contract.USERS])
   if len(user_rows) > 1:
@@ -60,8 +60,15 @@ def user_timeline(user_id: str, grouped: Mapping[str, Iterable[Dict[str, Any]]],
     return
   user = user_rows[0] if user_rows else {}
   first_eval = len(events) - _eval_count(len(events), eval_fraction)
+  # Items from strictly earlier timestamps: events in the same second are simultaneous (bulk
+  # ratings are), so none of them is another's history.
+  earlier: List[str] = []
+  same_second: List[str] = []
   for position, row in enumerate(events):
-    history = [e["item_id"] for e in events[max(0, position - F.HISTORY_LENGTH):position]][::-1]
+    if same_second and row["timestamp"] != events[position - 1]["timestamp"]:
+      earlier.extend(same_second)
+      same_second = []
+    same_second.append(row["item_id"])
     fields = {
         F.USER_ID: user_id,
         F.ITEM_ID: row["item_id"],
@@ -70,9 +77,9 @@ def user_timeline(user_id: str, grouped: Mapping[str, Iterable[Dict[str, Any]]],
         F.TIMESTAMP: row["timestamp"],
         F.QUERY: row["query"],
         F.SESSION_ID: row["session_id"],
-        F.HISTORY: history,
-        F.USER_HISTORY_LENGTH: position,
-        F.ACTIVITY_SEGMENT: F.activity_segment(position),
+        F.HISTORY: earlier[-F.HISTORY_LENGTH:][::-1],
+        F.USER_HISTORY_LENGTH: len(earlier),
+        F.ACTIVITY_SEGMENT: F.activity_segment(len(earlier)),
         F.AGE: user.get("age"),
         F.GENDER: user.get("gender"),
         F.OCCUPATION: user.get("occupation"),

@@ -1,0 +1,114 @@
+"""What the cascade knows besides the models: the catalog, user profiles and recent histories.
+
+Loaded from the same data root the pipeline reads (raw data contract), streamed file by file;
+memory grows with the catalog and with users x HISTORY_LENGTH, never with the log. Clicks
+reported through the Feedback API update the history at once. At larger scale this is the place
+for a feature store client.
+"""
+from __future__ import annotations
+
+import collections
+import heapq
+import re
+import threading
+from typing import Dict, List, Mapping, Sequence, Tuple
+
+from pipeline.data import contract, parsing
+from transform import features as F
+from transform.ranker_text import item_text
+
+_TOKEN = re.compile(r"[a-z0-9']+")
+
+
+def tokens(text: str) -> List[str]:
+  """The same lower-cased word tokens the transform takes from titles."""
+  return _TOKEN.findall(text.lower())
+
+
+class Catalog:
+  """Item id -> title, categories, description, year; a token index for lexical search."""
+
+  def __init__(self, data_root: str):
+    self.items: Dict[str, Mapping[str, object]] = {}
+    self._index: Dict[str, List[str]] = collections.defaultdict(list)
+    for path in parsing.list_table_files(data_root, contract.ITEMS):
+      for row in parsing.read_file_rows(path, contract.ITEMS):
+        self.items[row["item_id"]] = row
+        for token in set(tokens(" ".join([row["title"], *row["categories"]]))):
+          self._index[token].append(row["item_id"])
+
+  def title(self, item_id: str) -> str:
+    return str(self.items.get(item_id, {}).get("title", ""))
+
+  def text(self, item_id: str) -> str:
+    """The item text the ranker reads."""
+    return item_text(self.items.get(item_id, {}))
+
+  def lexical_matches(self, query: str, limit: int) -> List[Tuple[str, float]]:
+    """Items sharing query tokens, scored by the fraction of query tokens they contain."""
+    query_tokens = set(tokens(query))
+    counts: Dict[str, int] = collections.Counter(
+        item for token in query_tokens for item in self._index.get(token, []))
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+    return [(item, count / max(len(query_tokens), 1)) for item, count in ranked]
+
+
+class UserStore:
+  """Profiles and the most recent positive items per user."""
+
+  def __init__(self, data_root: str, history_length: int = F.HISTORY_LENGTH):
+    self._lock = threading.Lock()
+    self._length = history_length
+    self.profiles: Dict[str, Mapping[str, object]] = {}
+    for path in parsing.list_table_files(data_root, contract.USERS):
+      for row in parsing.read_file_rows(path, contract.USERS):
+        self.profiles[row["user_id"]] = row
+    recent: Dict[str, List[Tuple[int, str]]] = collections.defaultdict(list)
+    for path in parsing.list_table_files(data_root, contract.INTERACTIONS):
+      for row in parsing.read_file_rows(path, contract.INTERACTIONS):
+        if row["event"] in contract.POSITIVE_EVENT_TYPES:
+          heap = recent[row["user_id"]]
+          heapq.heappush(heap, (row["timestamp"], row["item_id"]))
+          if len(heap) > history_length:
+            heapq.heappop(heap)
+    self._history = {user: [item for _, item in sorted(heap, reverse=True)]
+                     for user, heap in recent.items()}
+
+  def knows(self, user_id: str) -> bool:
+    return user_id in self.profiles or user_id in self._history
+
+  def history(self, user_id: str) -> List[str]:
+    with self._lock:
+      return list(self._history.get(user_id, []))
+
+  def record(self, user_id: str, item_id: str) -> None:
+    """A positive event just happened: it becomes the most recent history item."""
+    with self._lock:
+      items = [item_id] + [i for i in self._history.get(user_id, []) if i != item_id]
+      self._history[user_id] = items[:self._length]
+
+  def profile(self, user_id: str) -> Mapping[str, object]:
+    return self.profiles.get(user_id, {})
+
+
+def merge_history(requested: Sequence[str], known: Sequence[str], length: int) -> List[str]:
+  """The request's history first (it is the freshest), then what the store knows, de-duplicated."""
+  seen, merged = set(), []
+  for item in list(requested) + list(known):
+    if item and item not in seen:
+      seen.add(item)
+      merged.append(item)
+  return merged[:length]
+
+
+def optional(value: object, default: object) -> object:
+  return value if value not in (None, "", 0) else default
+
+
+def user_features(user_id: str, history: Sequence[str], profile: Mapping[str, object],
+                  age: int = 0, gender: str = "", occupation: str = "") -> Dict[str, object]:
+  """The retrieval model's raw query features, request values overriding the profile."""
+  return {F.USER_ID: user_id, F.HISTORY: list(history),
+          F.AGE: int(optional(age, profile.get("age") or 0)),
+          F.GENDER: str(optional(gender, profile.get("gender") or "")),
+          F.OCCUPATION: str(optional(occupation, profile.get("occupation") or ""))}

@@ -1,0 +1,43 @@
+"""Shared fixtures: a real MovieLens-100K slice and one pipeline run over it (session-wide)."""
+import contextlib
+import io
+import json
+import os
+
+import pytest
+
+from pipeline.config import PipelineConfig
+from pipeline.data.movielens import convert_movielens_100k
+from pipeline.runners import local_runner
+
+SLICE_USERS = 120
+
+
+def pipeline_config(tmp, data_root, **overrides):
+  settings = dict(data_root=data_root, output_root=os.path.join(tmp, "outputs"),
+                  retrieval_training={"epochs": 3}, gate_metrics="recall@100",
+                  regression_tolerance=1.0)
+  settings.update(overrides)
+  return PipelineConfig(**settings)
+
+
+@pytest.fixture(scope="session")
+def slice_root(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp("movielens_slice"))
+  convert_movielens_100k(root, max_users=SLICE_USERS)
+  return root
+
+
+@pytest.fixture(scope="session")
+def first_run(tmp_path_factory, slice_root):
+  tmp = str(tmp_path_factory.mktemp("run"))
+  config = pipeline_config(tmp, slice_root)
+  stdout = io.StringIO()
+  with contextlib.redirect_stdout(stdout):
+    code = local_runner.main(["--data_root", slice_root, "--output_root", config.output_root,
+                              "--epochs", "3", "--gate_metrics", config.gate_metrics,
+                              "--regression_tolerance", str(config.regression_tolerance)])
+  lines = stdout.getvalue().strip().splitlines()
+  with open(lines[-1]) as f:
+    summary = json.load(f)
+  return config, code, lines, summary

@@ -1,0 +1,185 @@
+"""Pipeline-pushed models -> local model server -> official TF Serving stubs -> cascade ->
+feedback log -> read back by the pipeline's own ingestion."""
+import json
+import os
+import shutil
+import urllib.error
+import urllib.request
+
+import apache_beam as beam
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
+                                     model_service_pb2_grpc, predict_pb2,
+                                     prediction_service_pb2_grpc)
+
+from pipeline.components.interaction_example_gen import EVAL, TRAIN, JoinInteractions
+from serving.ab_testing import Experiment, count_feedback, report
+from serving.protos import recommender_pb2 as pb
+from serving.protos import recommender_pb2_grpc
+from serving.serve import LocalStack
+
+
+@pytest.fixture(scope="module")
+def stack(first_run, slice_root, tmp_path_factory):
+  config, _, _, summary = first_run
+  assert summary["pushed_to"], "the pipeline run pushed nothing"
+  data_root = str(tmp_path_factory.mktemp("serving") / "data")
+  shutil.copytree(slice_root, data_root)
+  version = os.path.basename(summary["pushed_to"])
+  experiment = Experiment.from_json(json.dumps({"experiment": "e2e", "variants": [
+      {"name": "control", "weight": 0.5, "models": {"retrieval": version}},
+      {"name": "treatment", "weight": 0.5}]}))
+  stack = LocalStack(data_root, config.serving_root, experiment=experiment).start()
+  yield stack, data_root, summary
+  stack.stop()
+
+
+def _recommender(stack):
+  return recommender_pb2_grpc.RecommenderStub(grpc.insecure_channel(f"localhost:{stack.port}"))
+
+
+def test_official_stubs_reach_the_pushed_model(stack):
+  server, _, summary = stack
+  channel = grpc.insecure_channel(f"localhost:{server.model_server.port}")
+  predict = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+  status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
+      get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "retrieval"}), timeout=10)
+  assert [s.version for s in status.model_version_status] == [
+      int(os.path.basename(summary["pushed_to"]))]
+  metadata = predict.GetModelMetadata(get_model_metadata_pb2.GetModelMetadataRequest(
+      model_spec={"name": "retrieval"}, metadata_field=["signature_def"]), timeout=10)
+  signatures = get_model_metadata_pb2.SignatureDefMap()
+  metadata.metadata["signature_def"].Unpack(signatures)
+  assert {"serving_default", "query_embedding", "item_embeddings"} <= set(signatures.signature_def)
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name = "retrieval"
+  for name, value in {"user_id": ["1"], "history": [["1", "2"]], "age": np.array([24]),
+                      "gender": ["M"], "occupation": ["technician"]}.items():
+    request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+  ids = tf.make_ndarray(predict.Predict(request, timeout=10).outputs["item_ids"])
+  assert ids.shape == (1, 100) and b"1" not in ids[0] and b"2" not in ids[0]
+
+
+def test_recommend_answers_with_per_stage_scores_and_logs_impressions(stack):
+  server, _, _ = stack
+  response = _recommender(server).Recommend(
+      pb.RecommendRequest(user=pb.UserContext(user_id="1"), k=10), timeout=20)
+  assert len(response.items) == 10 and not response.cold_start
+  assert list(response.stages) == ["retrieval"]
+  assert response.variant in ("control", "treatment")
+  assert [i.position for i in response.items] == list(range(1, 11))
+  assert all(i.propensity == 1.0 and i.title for i in response.items)
+  scores = [i.retrieval_score for i in response.items]
+  assert scores == sorted(scores, reverse=True)
+  history = set(server.cascade._users.history("1"))  # pylint: disable=protected-access
+  assert history and not history & {i.item_id for i in response.items}
+
+
+def test_unknown_user_gets_a_cold_start_answer(stack):
+  server, _, _ = stack
+  response = _recommender(server).Recommend(
+      pb.RecommendRequest(user=pb.UserContext(user_id="never-seen", age=30, gender="F"), k=5),
+      timeout=20)
+  assert response.cold_start and len(response.items) == 5
+
+
+def test_search_finds_by_title(stack):
+  server, _, _ = stack
+  response = _recommender(server).Search(pb.SearchRequest(query="Star Wars", k=3), timeout=20)
+  assert response.items[0].title == "Star Wars"
+  personal = _recommender(server).Search(
+      pb.SearchRequest(query="star", user=pb.UserContext(user_id="1"), k=3), timeout=20)
+  assert "retrieval" in personal.stages
+
+
+@pytest.mark.parametrize("request_, detail", [
+    (pb.RecommendRequest(user=pb.UserContext(user_id="1"), k=0), "k must be"),
+    (pb.RecommendRequest(user=pb.UserContext(user_id="1"), k=51), "k must be"),
+    (pb.RecommendRequest(k=5), "user_id is required"),
+    (pb.SearchRequest(query="   ", k=5), "query is empty"),
+    (pb.SearchRequest(query="x" * 300, k=5), "longer than 256"),
+    (pb.FeedbackRequest(request_id="r", item_id="1", event="like"), "event 'like'"),
+    (pb.FeedbackRequest(request_id="r", item_id="no-such-item", event="click"), "unknown"),
+])
+def test_bad_requests_get_invalid_argument_and_the_server_keeps_serving(stack, request_, detail):
+  server, _, _ = stack
+  stub = _recommender(server)
+  method = {pb.RecommendRequest: stub.Recommend, pb.SearchRequest: stub.Search,
+            pb.FeedbackRequest: stub.Feedback}[type(request_)]
+  with pytest.raises(grpc.RpcError) as error:
+    method(request_, timeout=20)
+  assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+  assert detail in error.value.details()
+  assert len(stub.Recommend(pb.RecommendRequest(user=pb.UserContext(user_id="2"), k=2),
+                            timeout=20).items) == 2
+
+
+def test_http_gateway_rejects_unknown_fields_and_answers_json(stack):
+  server, _, _ = stack
+  url = f"http://127.0.0.1:{server.http_port}/v1/recommend"
+
+  def post(body):
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    return json.loads(urllib.request.urlopen(request, timeout=20).read())
+
+  with pytest.raises(urllib.error.HTTPError) as error:
+    post({"user": {"user_id": "1"}, "k": 2, "unknown_field": 1})
+  assert error.value.code == 400
+  assert len(post({"user": {"user_id": "1"}, "k": 2})["items"]) == 2
+
+
+def test_feedback_is_read_back_by_the_pipeline_ingestion(stack, tmp_path):
+  server, data_root, _ = stack
+  stub = _recommender(server)
+  shown = stub.Recommend(pb.RecommendRequest(user=pb.UserContext(user_id="3"), k=3), timeout=20)
+  clicked = shown.items[1]
+  stub.Feedback(pb.FeedbackRequest(request_id=shown.request_id, user_id="3",
+                                   item_id=clicked.item_id, event="click", position=2,
+                                   propensity=clicked.propensity, variant=shown.variant),
+                timeout=20)
+  assert server.cascade._users.history("3")[0] == clicked.item_id  # pylint: disable=protected-access
+  server.feedback.close()  # hand the open file to the pipeline (rotation does this in service)
+  out = str(tmp_path / "examples")
+  with beam.Pipeline() as p:
+    splits = p | JoinInteractions(data_root, 0.1)
+    for split in (TRAIN, EVAL):
+      _ = splits[split] | f"Write{split}" >> beam.io.WriteToTFRecord(
+          os.path.join(out, split), shard_name_template="")
+  events = []
+  for split in (TRAIN, EVAL):
+    for record in tf.data.TFRecordDataset(os.path.join(out, split)):
+      features = tf.train.Example.FromString(record.numpy()).features.feature
+      if features["user_id"].bytes_list.value[0] == b"3":
+        events.append((features["item_id"].bytes_list.value[0].decode(),
+                       features["event"].bytes_list.value[0].decode()))
+  assert (clicked.item_id, "click") in events
+  assert not any(event == "impression" for _, event in events)  # shown is not liked
+
+
+def test_ab_report_counts_impressions_and_clicks_per_variant(stack):
+  server, data_root, _ = stack
+  stub = _recommender(server)
+  expected = {}
+  for user in range(20, 60):
+    response = stub.Recommend(pb.RecommendRequest(user=pb.UserContext(user_id=str(user)), k=2),
+                              timeout=20)
+    assert response.variant == server.cascade._experiment.route(str(user)).name  # pylint: disable=protected-access
+    if user % 3 == 0:
+      stub.Feedback(pb.FeedbackRequest(request_id=response.request_id, user_id=str(user),
+                                       item_id=response.items[0].item_id, event="click",
+                                       position=1, propensity=1.0, variant=response.variant),
+                    timeout=20)
+    entry = expected.setdefault(response.variant, [0, 0])
+    entry[0] += 2
+    entry[1] += user % 3 == 0
+  server.feedback.close()
+  counts = count_feedback(data_root)
+  for variant, (impressions, clicks) in expected.items():
+    assert counts[variant]["impressions"] >= impressions
+    assert counts[variant]["clicks"] >= clicks
+  rows = report(counts, control="control")
+  assert {r["variant"] for r in rows} == set(counts)
+  assert all(0 <= r["ctr_95_low"] <= r["ctr"] <= r["ctr_95_high"] <= 1 for r in rows)
