@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import queue
+import re
 import threading
 import time
 from concurrent.futures import Future
@@ -26,6 +27,30 @@ class BatchingParameters:
   max_batch_size: int = 64
   batch_timeout_s: float = 0.002
   max_enqueued: int = 1000
+
+  @classmethod
+  def from_text(cls, text: str) -> "BatchingParameters":
+    """Reads TF Serving's `--batching_parameters_file` (text proto), so one file configures
+    both servers. Fields this server does not implement are refused, not ignored."""
+    values: Dict[str, str] = {}
+    for name, wrapped, plain in re.findall(
+        r"(\w+)\s*(?:\{\s*value\s*:\s*([\w.]+)\s*\}|:\s*([\w.]+))", text):
+      values[name] = wrapped or plain
+    known = {"max_batch_size", "batch_timeout_micros", "max_enqueued_batches",
+             "num_batch_threads", "pad_variable_length_inputs"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+      raise ValueError(f"batching parameters not supported by the local server: {unknown}")
+    if values.get("pad_variable_length_inputs", "true") != "true":
+      raise ValueError("the local server always pads variable-length inputs")
+    params = cls()
+    if "max_batch_size" in values:
+      params.max_batch_size = int(values["max_batch_size"])
+    if "batch_timeout_micros" in values:
+      params.batch_timeout_s = int(values["batch_timeout_micros"]) / 1e6
+    if "max_enqueued_batches" in values:
+      params.max_enqueued = int(values["max_enqueued_batches"]) * params.max_batch_size
+    return params
 
 
 def _pad_to(array: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:

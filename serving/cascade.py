@@ -83,7 +83,7 @@ class Cascade:
     self._feedback = feedback
     self._experiment = experiment
     self._retrieval_depth = retrieval_depth
-    self._rerank_depth = rerank_depth
+    self.rerank_depth = rerank_depth
     self._timeout = stage_timeout_s
 
   # --- stages --------------------------------------------------------------------------
@@ -110,7 +110,7 @@ class Cascade:
     """Scores the first rerank_depth candidates with the ranker; False if it is not there."""
     if not candidates or not self._client.is_available(RANKER):
       return False
-    head = candidates[:self._rerank_depth]
+    head = candidates[:self.rerank_depth]
     inputs = {"query": np.array([query_text] * len(head), dtype=object),
               "item_text": np.array([self._catalog.text(c.item_id) for c in head], dtype=object)}
     try:

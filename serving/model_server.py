@@ -239,9 +239,15 @@ def main(argv: List[str]) -> int:
   parser.add_argument("--max_batch_size", type=int, default=64)
   parser.add_argument("--batch_timeout_micros", type=int, default=2000)
   parser.add_argument("--enable_batching", action=argparse.BooleanOptionalAction, default=True)
+  parser.add_argument("--batching_parameters_file", default=None,
+                      help="TF Serving's batching parameters (text proto); overrides the two "
+                           "flags above")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
   batching = BatchingParameters(args.max_batch_size, args.batch_timeout_micros / 1e6)
+  if args.batching_parameters_file:
+    with open(args.batching_parameters_file) as f:
+      batching = BatchingParameters.from_text(f.read())
   server = ModelServer(args.model_config_file, args.port, args.file_system_poll_wait_seconds,
                        batching if args.enable_batching else None).start()
   log.info("model server on port %d serving %s", server.port, args.model_config_file)

@@ -211,3 +211,23 @@ def test_concatenate_pads_strings_and_numbers():
                         {"h": np.array([[b"b", b"c"]], dtype=object), "n": np.array([[2, 3]])}])
   assert merged["h"].tolist() == [[b"a", b""], [b"b", b"c"]]
   assert merged["n"].tolist() == [[1, 0], [2, 3]]
+
+
+def test_the_deployment_batching_file_configures_the_local_server():
+  import yaml  # pylint: disable=import-outside-toplevel
+  from pipeline.config import REPO_ROOT  # pylint: disable=import-outside-toplevel
+  deploy = os.path.join(REPO_ROOT, "serving", "deploy")
+  with open(os.path.join(deploy, "batching_parameters.txt")) as f:
+    text = f.read()
+  params = BatchingParameters.from_text(text)
+  assert (params.max_batch_size, params.batch_timeout_s, params.max_enqueued) == (64, 0.002, 6400)
+  with open(os.path.join(deploy, "tf_serving.yaml")) as f:
+    documents = list(yaml.safe_load_all(f))
+  config_map = next(d for d in documents if d["kind"] == "ConfigMap")
+  assert config_map["data"]["batching_parameters.txt"].strip() == text.strip()
+  serving = next(d for d in documents if d["kind"] == "Deployment"
+                 and d["metadata"]["name"] == "tf-serving")
+  args = serving["spec"]["template"]["spec"]["containers"][0]["args"]
+  assert "--model_config_file=MODEL_ROOT/models.config" in args and "--port=8500" in args
+  with pytest.raises(ValueError, match="not supported"):
+    BatchingParameters.from_text("max_batch_size { value: 8 }\nallowed_batch_sizes: 4")

@@ -1,0 +1,136 @@
+"""Load on loopback against the serving stack; prints JSON.
+
+1. The cascade's Recommend at several concurrency levels: p50/p95/p99 latency and throughput,
+   retrieval only, and with the ranker re-ranking 20, 50 and 100 candidates when one is pushed.
+2. The model server's Predict on the retrieval model, with and without server-side batching
+   (the batching gain at the same concurrency).
+
+Request loops are bounded in count and time, and only address 127.0.0.1.
+
+    python -m benchmarks.serving_load [--output_root outputs] [--seconds 10]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from typing import Callable, Dict, List
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import grpc  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
+
+from pipeline.config import REPO_ROOT  # noqa: E402
+from serving.batching import BatchingParameters  # noqa: E402
+from serving.model_server import ModelServer  # noqa: E402
+from serving.protos import recommender_pb2 as pb  # noqa: E402
+from serving.protos import recommender_pb2_grpc  # noqa: E402
+from serving.serve import LocalStack  # noqa: E402
+
+
+def load(call: Callable[[int], None], concurrency: int, seconds: float, max_requests: int
+         ) -> Dict[str, float]:
+  """Runs `call` from `concurrency` threads until the time or request budget is spent."""
+  latencies: List[float] = []
+  errors = [0]
+  lock = threading.Lock()
+  stop_at = time.monotonic() + seconds
+
+  def worker(index: int) -> None:
+    n = 0
+    while time.monotonic() < stop_at:
+      with lock:
+        if len(latencies) + errors[0] >= max_requests:
+          return
+      started = time.perf_counter()
+      try:
+        call(index * 100000 + n)
+      except grpc.RpcError:
+        with lock:
+          errors[0] += 1
+        continue
+      with lock:
+        latencies.append(time.perf_counter() - started)
+      n += 1
+
+  started = time.monotonic()
+  threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
+  for thread in threads:
+    thread.start()
+  for thread in threads:
+    thread.join()
+  elapsed = time.monotonic() - started
+  ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
+  return {"concurrency": concurrency, "requests": len(latencies), "errors": errors[0],
+          "throughput_rps": round(len(latencies) / elapsed, 1),
+          "p50_ms": round(float(np.percentile(ms, 50)), 2),
+          "p95_ms": round(float(np.percentile(ms, 95)), 2),
+          "p99_ms": round(float(np.percentile(ms, 99)), 2)}
+
+
+def _predict_request(user: int) -> predict_pb2.PredictRequest:
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name = "retrieval"
+  for name, value in {"user_id": [str(user % 900 + 1)], "history": [["1", "50", "100"]],
+                      "age": np.array([30]), "gender": ["F"], "occupation": ["writer"]}.items():
+    request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+  return request
+
+
+def main(argv: List[str]) -> int:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--output_root", default=os.path.join(REPO_ROOT, "outputs"))
+  parser.add_argument("--data_root", default=None)
+  parser.add_argument("--seconds", type=float, default=8.0)
+  parser.add_argument("--max_requests", type=int, default=2000)
+  parser.add_argument("--concurrency", default="1,4,16")
+  args = parser.parse_args(argv)
+  serving_root = os.path.join(args.output_root, "serving")
+  data_root = args.data_root or os.path.join(args.output_root, "data", "movielens-100k")
+  levels = [int(c) for c in args.concurrency.split(",")]
+  result: Dict[str, object] = {"machine": f"{os.cpu_count()} cores, loopback"}
+
+  stack = LocalStack(data_root, serving_root).start()
+  try:
+    stub = recommender_pb2_grpc.RecommenderStub(
+        grpc.insecure_channel(f"localhost:{stack.port}"))
+    depths = {"retrieval_only": 0}
+    if stack.client.is_available("ranker"):
+      depths.update({f"rerank_{n}": n for n in (20, 50, 100)})
+    cascade = {}
+    for name, depth in depths.items():
+      stack.cascade.rerank_depth = depth
+      call = lambda i: stub.Recommend(pb.RecommendRequest(  # noqa: E731
+          user=pb.UserContext(user_id=str(i % 900 + 1)), k=10), timeout=30)
+      cascade[name] = [load(call, c, args.seconds, args.max_requests) for c in levels]
+    result["cascade_recommend"] = cascade
+  finally:
+    stack.stop()
+
+  predict = {}
+  for label, batching in (("batching", BatchingParameters()), ("no_batching", None)):
+    server = ModelServer(os.path.join(serving_root, "models.config"), batching=batching).start()
+    try:
+      stub = prediction_service_pb2_grpc.PredictionServiceStub(
+          grpc.insecure_channel(f"localhost:{server.port}"))
+      call = lambda i: stub.Predict(_predict_request(i), timeout=30)  # noqa: E731
+      predict[label] = [load(call, c, args.seconds, args.max_requests) for c in levels]
+    finally:
+      server.stop()
+  predict["batching_gain_at_max_concurrency"] = round(
+      predict["batching"][-1]["throughput_rps"] / max(predict["no_batching"][-1]["throughput_rps"],
+                                                      1e-9), 2)
+  result["model_server_predict"] = predict
+  print(json.dumps(result, indent=2))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))
