@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -230,6 +231,16 @@ class ModelServer:
     self._server.stop(grace).wait()
 
 
+def run_until_interrupted(stop) -> None:
+  """Blocks until Ctrl-C or SIGTERM, then calls `stop` (a server's graceful shutdown)."""
+  signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+  try:
+    while True:
+      time.sleep(3600)
+  except KeyboardInterrupt:
+    stop()
+
+
 def main(argv: List[str]) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -251,11 +262,7 @@ def main(argv: List[str]) -> int:
   server = ModelServer(args.model_config_file, args.port, args.file_system_poll_wait_seconds,
                        batching if args.enable_batching else None).start()
   log.info("model server on port %d serving %s", server.port, args.model_config_file)
-  try:
-    while True:
-      time.sleep(3600)
-  except KeyboardInterrupt:
-    server.stop()
+  run_until_interrupted(server.stop)
   return 0
 
 

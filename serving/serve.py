@@ -13,7 +13,6 @@ import argparse
 import logging
 import os
 import sys
-import time
 from typing import List, Optional
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -25,7 +24,7 @@ from serving.cascade_server import grpc_server, http_server, serve_http_in_backg
 from serving.context_store import Catalog, UserStore  # noqa: E402
 from serving.feedback_log import FeedbackLog  # noqa: E402
 from serving.model_client import ModelClient  # noqa: E402
-from serving.model_server import ModelServer  # noqa: E402
+from serving.model_server import ModelServer, run_until_interrupted  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +83,7 @@ def main(argv: List[str]) -> int:
                      args.http_port).start()
   print(f"cascade gRPC on :{stack.port}, HTTP on http://127.0.0.1:{stack.http_port}/v1/recommend",
         flush=True)
-  try:
-    while True:
-      time.sleep(3600)
-  except KeyboardInterrupt:
-    stack.stop()
+  run_until_interrupted(stack.stop)
   return 0
 
 
