@@ -5,7 +5,7 @@ import setuptools
 setuptools.setup(
     name="recsys-pipeline",
     version="0.1.0",
-    packages=setuptools.find_packages(include=["pipeline*", "transform*", "trainer*", "kubeflow*"]),
+    packages=setuptools.find_packages(include=["pipeline*", "transform*", "trainer*", "agents*", "serving*", "kubeflow*"]),
     package_data={"pipeline": ["schema/*.pbtxt"]},
     python_requires=">=3.9",
 )
