@@ -17,6 +17,7 @@ from typing import Dict, List, Optional
 import grpc
 import numpy as np
 
+from agents.features import arm_features
 from pipeline.data import contract
 from serving.ab_testing import SINGLE_VARIANT, Experiment, Variant
 from serving.context_store import (Catalog, UserStore, merge_history, user_features)
@@ -41,12 +42,24 @@ class CascadeError(Exception):
     self.code = code
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class Candidate:
   item_id: str
   retrieval_score: float = 0.0
   ranker_score: Optional[float] = None
   lexical_score: float = 0.0
+  # Probability this item was put in its slot: the bandit's for the slots it chooses; 1 for a
+  # deterministic (ranked) choice.
+  propensity: float = 1.0
+
+
+def _query_inputs(features: Dict[str, object]) -> Dict[str, np.ndarray]:
+  """One request's raw query features as the retrieval model's signature tensors."""
+  return {F.USER_ID: np.array([features[F.USER_ID]], dtype=object),
+          F.HISTORY: np.array([features[F.HISTORY] or [""]], dtype=object),
+          F.AGE: np.array([features[F.AGE]], np.int64),
+          F.GENDER: np.array([features[F.GENDER]], dtype=object),
+          F.OCCUPATION: np.array([features[F.OCCUPATION]], dtype=object)}
 
 
 def _require(condition: bool, message: str) -> None:
@@ -76,7 +89,8 @@ class Cascade:
 
   def __init__(self, client: ModelClient, catalog: Catalog, users: UserStore,
                feedback: FeedbackLog, experiment: Experiment = SINGLE_VARIANT,
-               retrieval_depth: int = 100, rerank_depth: int = 50, stage_timeout_s: float = 2.0):
+               retrieval_depth: int = 100, rerank_depth: int = 50, choose_depth: int = 20,
+               stage_timeout_s: float = 2.0):
     self._client = client
     self._catalog = catalog
     self._users = users
@@ -84,17 +98,13 @@ class Cascade:
     self._experiment = experiment
     self._retrieval_depth = retrieval_depth
     self.rerank_depth = rerank_depth
+    self.choose_depth = choose_depth  # candidates the bandit chooses among (its max_candidates)
     self._timeout = stage_timeout_s
 
   # --- stages --------------------------------------------------------------------------
   def _retrieve(self, features: Dict[str, object], variant: Variant,
                 versions: Dict[str, int]) -> List[Candidate]:
-    history = features[F.HISTORY] or [""]
-    inputs = {F.USER_ID: np.array([features[F.USER_ID]], dtype=object),
-              F.HISTORY: np.array([history], dtype=object),
-              F.AGE: np.array([features[F.AGE]], np.int64),
-              F.GENDER: np.array([features[F.GENDER]], dtype=object),
-              F.OCCUPATION: np.array([features[F.OCCUPATION]], dtype=object)}
+    inputs = _query_inputs(features)
     try:
       out = self._client.predict(RETRIEVAL, inputs, version_label=variant.models.get(RETRIEVAL, ""),
                                  timeout_s=self._timeout)
@@ -102,8 +112,10 @@ class Cascade:
       raise CascadeError("UNAVAILABLE", f"retrieval model: {error.details()}") from error
     versions[RETRIEVAL] = int(out["__version__"])
     ids, scores = out["item_ids"][0], out["scores"][0]
+    # Excluded (already seen) items come back at the float minimum when the catalog is short.
     return [Candidate(i.decode(), float(s)) for i, s in zip(ids[:self._retrieval_depth],
-                                                            scores[:self._retrieval_depth])]
+                                                            scores[:self._retrieval_depth])
+            if s > np.finfo(np.float32).min / 2]
 
   def _rank(self, query_text: str, candidates: List[Candidate], variant: Variant,
             versions: Dict[str, int]) -> bool:
@@ -125,6 +137,48 @@ class Cascade:
     candidates[:len(head)] = sorted(head, key=lambda c: -c.ranker_score)
     return True
 
+  def _choose(self, features: Dict[str, object], candidates: List[Candidate], variant: Variant,
+              versions: Dict[str, int]) -> Optional[List[Candidate]]:
+    """The bandit's slate, with propensities, followed by the rest in ranked order; None if no
+    policy is pushed (or it fails: then the ranked order is served)."""
+    if not candidates or not self._client.is_available(BANDIT):
+      return None
+    head = candidates[:self.choose_depth]
+    label = variant.models.get(RETRIEVAL, "")
+    try:
+      query = self._client.predict(RETRIEVAL, _query_inputs(features), "query_embedding", label,
+                                   self._timeout)["embedding"]
+      items = self._client.predict(RETRIEVAL, self._item_inputs(head), "item_embeddings", label,
+                                   self._timeout)["embedding"]
+      scores = np.array([[[c.retrieval_score] for c in head]], np.float32)
+      out = self._client.predict(BANDIT, {
+          "context": query.astype(np.float32),
+          "arm_features": arm_features(items[np.newaxis], query, scores),
+          "candidate_ids": np.array([[c.item_id for c in head]], dtype=object),
+          "num_candidates": np.array([len(head)], np.int32)},
+          version_label=variant.models.get(BANDIT, ""), timeout_s=self._timeout)
+    except grpc.RpcError as error:
+      log.warning("bandit policy unavailable, serving the ranked order: %s", error.details())
+      return None
+    versions[BANDIT] = int(out["__version__"])
+    by_id = {c.item_id: c for c in candidates}
+    chosen = []
+    for item, propensity in zip(out["item_ids"][0], out["propensities"][0]):
+      item = item.decode()
+      if item in by_id and by_id[item] not in chosen:
+        by_id[item].propensity = float(propensity)
+        chosen.append(by_id[item])
+    return chosen + [c for c in candidates if c not in chosen]
+
+  def _item_inputs(self, candidates: List[Candidate]) -> Dict[str, np.ndarray]:
+    rows = [self._catalog.items[c.item_id] for c in candidates]
+    width = max([len(r["categories"]) for r in rows] + [1])
+    return {F.ITEM_ID: np.array([c.item_id for c in candidates], dtype=object),
+            F.TITLE: np.array([r["title"] for r in rows], dtype=object),
+            F.CATEGORIES: np.array([list(r["categories"]) + [""] * (width - len(r["categories"]))
+                                    for r in rows], dtype=object),
+            F.YEAR: np.array([r["year"] or 0 for r in rows], np.int64)}
+
   def _answer(self, request_id: str, user_id: str, variant: Variant, candidates: List[Candidate],
               k: int, stages: List[str], versions: Dict[str, int], cold_start: bool
               ) -> pb.RecommendResponse:
@@ -137,9 +191,10 @@ class Cascade:
       response.items.add(item_id=candidate.item_id, title=self._catalog.title(candidate.item_id),
                          position=position, retrieval_score=candidate.retrieval_score,
                          ranker_score=candidate.ranker_score or 0.0,
-                         ranked=candidate.ranker_score is not None, propensity=1.0)
+                         ranked=candidate.ranker_score is not None,
+                         propensity=candidate.propensity)
       rows.append(feedback_row(request_id, logged_user(user_id, request_id), candidate.item_id,
-                               "impression", position, 1.0, variant.name))
+                               "impression", position, candidate.propensity, variant.name))
     self._feedback.append(rows)
     return response
 
@@ -154,13 +209,17 @@ class Cascade:
     history = merge_history(user.history, self._users.history(user.user_id), F.HISTORY_LENGTH)
     cold_start = not self._users.knows(user.user_id) and not history
     versions: Dict[str, int] = {}
-    candidates = self._retrieve(
-        user_features(user.user_id, history, profile, user.age, user.gender, user.occupation),
-        variant, versions)
+    features = user_features(user.user_id, history, profile, user.age, user.gender,
+                             user.occupation)
+    candidates = self._retrieve(features, variant, versions)
     stages = [RETRIEVAL]
     titles = [self._catalog.title(item) for item in history]
     if self._rank(user_context_text(profile, titles), candidates, variant, versions):
       stages.append(RANKER)
+    chosen = self._choose(features, candidates, variant, versions)
+    if chosen is not None:
+      candidates = chosen
+      stages.append(BANDIT)
     return self._answer(request_id, user.user_id, variant, candidates, request.k, stages,
                         versions, cold_start)
 

@@ -3,6 +3,7 @@ feedback log -> read back by the pipeline's own ingestion."""
 import json
 import os
 import shutil
+import time
 import urllib.error
 import urllib.request
 
@@ -183,3 +184,29 @@ def test_ab_report_counts_impressions_and_clicks_per_variant(stack):
   rows = report(counts, control="control")
   assert {r["variant"] for r in rows} == set(counts)
   assert all(0 <= r["ctr_95_low"] <= r["ctr"] <= r["ctr_95_high"] <= 1 for r in rows)
+
+
+def test_a_pushed_bandit_policy_chooses_the_slate_with_propensities(stack, first_run, slice_root,
+                                                                     tmp_path):
+  """Trains the policy on this run's retrieval model, pushes it beside it, and the running
+  cascade starts using it without a restart."""
+  from agents.policy_trainer import BanditTrainerSettings, train_bandit_policy  # pylint: disable=import-outside-toplevel
+  from pipeline.components.serving_pusher import write_models_config  # pylint: disable=import-outside-toplevel
+  server, data_root, summary = stack
+  config = first_run[0]
+  examples = sorted(tf.io.gfile.glob(os.path.join(
+      config.pipeline_root, "InteractionExampleGen", "examples", "*")))[-1]
+  export_dir = os.path.join(config.serving_root, "bandit", "1")
+  train_bandit_policy(examples, summary["pushed_to"], slice_root, BanditTrainerSettings(),
+                      export_dir, str(tmp_path / "report"))
+  write_models_config(config.serving_root)
+  stub = _recommender(server)
+  deadline = time.time() + 30
+  while "bandit" not in (response := stub.Recommend(
+      pb.RecommendRequest(user=pb.UserContext(user_id="5"), k=6), timeout=30)).stages:
+    assert time.time() < deadline, "the bandit policy was not picked up"
+  assert response.model_versions["bandit"] == 1
+  slate = [i.propensity for i in response.items[:3]]
+  assert all(0 < p <= 1 for p in slate) and any(p < 1 for p in slate)
+  assert [i.propensity for i in response.items[3:]] == [1.0] * 3
+  assert len({i.item_id for i in response.items}) == 6
