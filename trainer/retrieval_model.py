@@ -3,12 +3,12 @@
 Query tower: user id, profile and the mean of the recent-history item embeddings. Candidate
 tower: item id, title tokens, categories and year. Both towers share the item-id embedding, so a
 user with little history still lands near the items they touched. Trained with in-batch softmax,
-corrected for the popularity bias of in-batch negatives (logQ correction).
+corrected for the popularity bias of in-batch negatives (logQ correction), optionally mixed with
+uniformly sampled catalog negatives.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Dict, Mapping, Optional
 
 import numpy as np
@@ -30,19 +30,21 @@ class Vocabularies:
 
 @dataclasses.dataclass(frozen=True)
 class TowerConfig:
+  """Model settings; the defaults are the ones measured best on the pipeline's time-split eval."""
   embedding_dim: int = 64
   id_dim: int = 64
   hidden_units: int = 128
   temperature: float = 0.05
   logq_correction: bool = True
-  normalize_candidates: bool = True
-  item_bias: bool = False
+  # Mixed negatives: this many catalog items sampled uniformly per batch (0: in-batch only).
   catalog_negatives: int = 0
   in_batch_negatives: bool = True
   dropout: float = 0.0
   id_l2: float = 0.0
-  query_inputs: str = "all"
-  candidate_inputs: str = "all"
+  # "sequence": the examples' time-ordered history (serving's semantics). "bag": train on random
+  # subsets of each user's training items instead, which suits static (random-split) protocols;
+  # it keeps the user -> training items index in the trainer's memory (O(interactions)).
+  history_mode: str = "sequence"
 
 
 def _masked_mean(embedding: tf.keras.layers.Embedding, indices: tf.Tensor) -> tf.Tensor:
@@ -53,22 +55,17 @@ def _masked_mean(embedding: tf.keras.layers.Embedding, indices: tf.Tensor) -> tf
 
 
 class _Head(tf.keras.layers.Layer):
-  """Features -> embedding: a hidden ReLU layer and a linear projection."""
+  """Features -> unit-norm embedding: dropout, a hidden ReLU layer and a linear projection."""
 
-  def __init__(self, config: TowerConfig, normalize: bool, **kwargs):
+  def __init__(self, config: TowerConfig, **kwargs):
     super().__init__(**kwargs)
     self._dropout = tf.keras.layers.Dropout(config.dropout)
-    self._hidden = (tf.keras.layers.Dense(config.hidden_units, activation="relu")
-                    if config.hidden_units else None)
+    self._hidden = tf.keras.layers.Dense(config.hidden_units, activation="relu")
     self._out = tf.keras.layers.Dense(config.embedding_dim)
-    self._normalize = normalize
 
   def call(self, x: tf.Tensor, training: Optional[bool] = None) -> tf.Tensor:
-    x = self._dropout(x, training=training)
-    if self._hidden is not None:
-      x = self._hidden(x)
-    x = self._out(x)
-    return tf.math.l2_normalize(x, axis=-1) if self._normalize else x
+    x = self._hidden(self._dropout(x, training=training))
+    return tf.math.l2_normalize(self._out(x), axis=-1)
 
 
 def _id_embedding(size: int, config: TowerConfig) -> tf.keras.layers.Embedding:
@@ -86,24 +83,16 @@ class QueryTower(tf.keras.Model):
     self.gender_embedding = tf.keras.layers.Embedding(vocab.genders, 4)
     self.occupation_embedding = tf.keras.layers.Embedding(vocab.occupations, 8)
     self.item_embedding = item_embedding
-    self.head = _Head(config, normalize=True)
-    self._config = config
+    self.head = _Head(config)
 
   def call(self, inputs: Dict[str, tf.Tensor], training: Optional[bool] = None) -> tf.Tensor:
-    mode = self._config.query_inputs
-    parts = []
-    if mode != "no_user":
-      parts.append(self.user_embedding(inputs[F.USER_INDEX]))
-    if mode != "no_history":
-      parts.append(_masked_mean(self.item_embedding, inputs[F.HISTORY_INDEX]))
-    if mode != "ids_only":
-      parts += [self.gender_embedding(inputs[F.GENDER_INDEX]),
-                self.occupation_embedding(inputs[F.OCCUPATION_INDEX]),
-                tf.reshape(inputs[F.AGE_Z], [-1, 1])]
-    query = self.head(tf.concat(parts, axis=1), training=training)
-    if self._config.item_bias:
-      query = tf.concat([query, tf.ones_like(query[:, :1])], axis=1) / math.sqrt(2.0)
-    return query
+    return self.head(tf.concat([
+        self.user_embedding(inputs[F.USER_INDEX]),
+        _masked_mean(self.item_embedding, inputs[F.HISTORY_INDEX]),
+        self.gender_embedding(inputs[F.GENDER_INDEX]),
+        self.occupation_embedding(inputs[F.OCCUPATION_INDEX]),
+        tf.reshape(inputs[F.AGE_Z], [-1, 1]),
+    ], axis=1), training=training)
 
 
 class CandidateTower(tf.keras.Model):
@@ -116,32 +105,26 @@ class CandidateTower(tf.keras.Model):
     self.token_embedding = tf.keras.layers.Embedding(vocab.title_tokens, 32)
     self.category_projection = tf.keras.layers.Dense(16, use_bias=False)
     self.year_embedding = tf.keras.layers.Embedding(F.YEAR_BUCKETS + 1, 8)
-    self.bias = tf.keras.layers.Embedding(vocab.items, 1, embeddings_initializer="zeros")
-    self.head = _Head(config, normalize=config.normalize_candidates)
-    self._config = config
+    self.head = _Head(config)
 
   def call(self, inputs: Dict[str, tf.Tensor], training: Optional[bool] = None) -> tf.Tensor:
-    mode = self._config.candidate_inputs
-    parts = [self.item_embedding(inputs[F.ITEM_INDEX])]
-    if mode != "id_only":
-      if mode != "no_title":
-        parts.append(_masked_mean(self.token_embedding, inputs[F.TITLE_TOKENS]))
-      parts += [self.category_projection(inputs[F.CATEGORY_MULTI_HOT]),
-                self.year_embedding(inputs[F.YEAR_BUCKET]),
-                tf.reshape(inputs[F.YEAR_Z], [-1, 1])]
-    candidate = self.head(tf.concat(parts, axis=1), training=training)
-    if self._config.item_bias:
-      bias = self.bias(inputs[F.ITEM_INDEX])
-      candidate = tf.concat([candidate, tf.reshape(bias, [-1, 1])], axis=1) * math.sqrt(2.0)
-    return candidate
+    return self.head(tf.concat([
+        self.item_embedding(inputs[F.ITEM_INDEX]),
+        _masked_mean(self.token_embedding, inputs[F.TITLE_TOKENS]),
+        self.category_projection(inputs[F.CATEGORY_MULTI_HOT]),
+        self.year_embedding(inputs[F.YEAR_BUCKET]),
+        tf.reshape(inputs[F.YEAR_Z], [-1, 1]),
+    ], axis=1), training=training)
 
 
 class TwoTowerModel(tfrs.Model):
   """In-batch softmax retrieval with the logQ correction for in-batch negatives."""
 
   def __init__(self, vocab: Vocabularies, item_probabilities: tf.Tensor, config: TowerConfig,
-               catalog: Optional[Mapping[str, np.ndarray]] = None):
+               catalog: Optional[Mapping[str, np.ndarray]] = None,
+               user_items: Optional[tf.RaggedTensor] = None):
     super().__init__()
+    self._user_items = user_items
     item_embedding = _id_embedding(vocab.items, config)
     self.query_tower = QueryTower(vocab, item_embedding, config)
     self.candidate_tower = CandidateTower(vocab, item_embedding, config)
@@ -160,7 +143,21 @@ class TwoTowerModel(tfrs.Model):
     rows = tf.random.uniform([self._config.catalog_negatives], 0, size, dtype=tf.int32)
     return {name: tf.gather(values, rows) for name, values in self._catalog.items()}
 
+  def _bag_history(self, inputs: Dict[str, tf.Tensor]) -> tf.Tensor:
+    """A random sample of the user's other training items, in place of the sequence history."""
+    items = tf.gather(self._user_items, inputs[F.USER_INDEX]).to_tensor(default_value=-1)
+    items = tf.where(tf.equal(items, inputs[F.ITEM_INDEX][:, tf.newaxis]),
+                     tf.constant(-1, items.dtype), items)
+    keys = tf.random.uniform(tf.shape(items)) + tf.cast(items < 0, tf.float32) * -2.0
+    k = tf.minimum(F.HISTORY_LENGTH, tf.shape(items)[1])
+    _, order = tf.math.top_k(keys, k)
+    bag = tf.gather(items, order, batch_dims=1)
+    return tf.pad(bag, [[0, 0], [0, F.HISTORY_LENGTH - k]], constant_values=-1)
+
   def compute_loss(self, inputs: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+    if training and self._config.history_mode == "bag":
+      inputs = dict(inputs)
+      inputs[F.HISTORY_INDEX] = self._bag_history(inputs)
     queries = self.query_tower(inputs, training=training)
     candidates = self.candidate_tower(inputs, training=training)
     ids = inputs[F.ITEM_INDEX]
@@ -182,6 +179,6 @@ class TwoTowerModel(tfrs.Model):
       scores = tf.concat([scores, batch_scores], axis=1)
       negative_ids = tf.concat([negative_ids, ids], axis=0)
     hits = tf.equal(ids[:, tf.newaxis], negative_ids[tf.newaxis, :])
-    scores = tf.where(hits, tf.float32.min / 100.0, scores)
+    scores = tf.where(hits, tf.fill(tf.shape(scores), -1e9), scores)
     logits = tf.concat([positive[:, tf.newaxis], scores], axis=1)
     return tf.reduce_sum(tf.reduce_logsumexp(logits, axis=1) - positive)

@@ -25,36 +25,28 @@ from transform import features as F  # noqa: E402
 
 @dataclasses.dataclass(frozen=True)
 class TrainingSettings:
-  """What the pipeline's config may set for this trainer."""
+  """What the pipeline's config may set for this trainer: the fields below, and any field of
+  `TowerConfig` (model settings) by name."""
   epochs: int = 8
   batch_size: int = 1024
   learning_rate: float = 0.005
   top_k: int = 100
   # "default" (one device), "mirrored" (all local GPUs) or "tpu".
   strategy: str = "default"
-  embedding_dim: int = 64
-  temperature: float = 0.05
-  logq_correction: bool = True
-  id_dim: int = 64
-  hidden_units: int = 128
-  normalize_candidates: bool = True
-  item_bias: bool = False
-  catalog_negatives: int = 0
-  in_batch_negatives: bool = True
-  dropout: float = 0.0
-  id_l2: float = 0.0
-  query_inputs: str = "all"
-  candidate_inputs: str = "all"
   seed: int = 42
+  tower: TowerConfig = TowerConfig()
 
   @classmethod
   def from_config(cls, config: Mapping[str, Any] | None) -> "TrainingSettings":
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(config or {}) - known
+    config = dict(config or {})
+    own = {f.name for f in dataclasses.fields(cls)} - {"tower"}
+    tower = {f.name for f in dataclasses.fields(TowerConfig)}
+    unknown = set(config) - own - tower
     if unknown:
       raise ValueError(f"retrieval trainer custom_config: unknown settings {sorted(unknown)}; "
-                       f"known: {sorted(known)}")
-    return cls(**dict(config or {}))
+                       f"known: {sorted(own | tower)}")
+    return cls(tower=TowerConfig(**{k: v for k, v in config.items() if k in tower}),
+               **{k: v for k, v in config.items() if k in own})
 
 
 def distribution_strategy(name: str) -> tf.distribute.Strategy:
@@ -110,6 +102,16 @@ def vocabularies(tft_output: tft.TFTransformOutput) -> Vocabularies:
                       title_tokens=size(F.TITLE_VOCAB))
 
 
+def user_items_index(dataset: tf.data.Dataset, n_users: int) -> tf.RaggedTensor:
+  """user index -> the item indices of the user's training interactions (for "bag" history)."""
+  pairs = [(b[F.USER_INDEX].reshape(-1), b[F.ITEM_INDEX].reshape(-1))
+           for b in dataset.as_numpy_iterator()]
+  users = np.concatenate([p[0] for p in pairs])
+  items = np.concatenate([p[1] for p in pairs])
+  order = np.argsort(users, kind="stable")
+  return tf.RaggedTensor.from_value_rowids(items[order], users[order], nrows=n_users)
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
   """Trains the two towers and exports the serving SavedModel (TFX Trainer entry point)."""
   settings = TrainingSettings.from_config(fn_args.custom_config)
@@ -120,21 +122,21 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                    settings.seed)
   evaluation = _dataset(fn_args, fn_args.eval_files, tft_output, settings.batch_size, False,
                         settings.seed)
+  one_pass = lambda: _dataset(fn_args, fn_args.train_files, tft_output, 4096, False,  # noqa: E731
+                              settings.seed)
 
-  counts, item_features = collect_catalog(
-      _dataset(fn_args, fn_args.train_files, tft_output, 4096, False, settings.seed), vocab.items)
+  counts, item_features = collect_catalog(one_pass(), vocab.items)
   catalog = np.flatnonzero(counts)
   logging.info("retrieval trainer: %d interactions, %d catalog items, %s", counts.sum(),
                len(catalog), vocab)
   # Probability that an item is among a batch's candidates, for the logQ correction.
   probabilities = 1.0 - np.power(1.0 - counts / counts.sum(), settings.batch_size)
-
-  tower_fields = {f.name for f in dataclasses.fields(TowerConfig)}
-  config = TowerConfig(**{k: v for k, v in dataclasses.asdict(settings).items()
-                          if k in tower_fields})
   catalog_features = {name: values[catalog] for name, values in item_features.items()}
+  user_items = (user_items_index(one_pass(), vocab.users)
+                if settings.tower.history_mode == "bag" else None)
+
   with distribution_strategy(settings.strategy).scope():
-    model = TwoTowerModel(vocab, probabilities, config, catalog_features)
+    model = TwoTowerModel(vocab, probabilities, settings.tower, catalog_features, user_items)
     model.compile(optimizer=tf.keras.optimizers.Adam(settings.learning_rate))
   model.fit(train, validation_data=evaluation, epochs=settings.epochs, verbose=2,
             callbacks=[tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
@@ -143,5 +145,5 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   module = RetrievalModule(
       model.query_tower, model.candidate_tower, tft_output.transform_features_layer(),
       tft_output.raw_feature_spec(), [item_vocab[i].decode() for i in catalog],
-      {name: values[catalog] for name, values in item_features.items()}, settings.top_k)
+      catalog_features, settings.top_k)
   export_retrieval_model(module, fn_args.serving_model_dir)
