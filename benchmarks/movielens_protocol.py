@@ -9,7 +9,7 @@
 Both train with the real pipeline (LocalDagRunner) and score with the exported SavedModel's
 `query_embedding` and `item_embeddings` signatures.
 
-    python -m benchmarks.movielens_protocol [--epochs N] [--output_root DIR]
+    python -m benchmarks.movielens_protocol [--epochs N] [--settings JSON] [--output_root DIR]
 """
 from __future__ import annotations
 
@@ -184,6 +184,8 @@ def main(argv: List[str]) -> int:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--output_root", default=None)
   parser.add_argument("--epochs", type=int, default=None)
+  parser.add_argument("--settings", default="{}",
+                      help="retrieval trainer settings as JSON, e.g. '{\"history_mode\": \"bag\"}'")
   parser.add_argument("--protocols", default="recommenders,tfrs")
   args = parser.parse_args(argv)
   work = args.output_root or tempfile.mkdtemp(prefix="movielens_protocol_")
@@ -191,7 +193,9 @@ def main(argv: List[str]) -> int:
   if not tf.io.gfile.exists(os.path.join(full_root, contract.INTERACTIONS)):
     convert_movielens_100k(full_root)
   ratings = _read_table(full_root, contract.INTERACTIONS)
-  training = {"epochs": args.epochs} if args.epochs else {}
+  training = json.loads(args.settings)
+  if args.epochs:
+    training["epochs"] = args.epochs
   result: Dict[str, object] = {"dataset": "MovieLens-100K", "training": training}
   protocols = args.protocols.split(",")
   if "recommenders" in protocols:
