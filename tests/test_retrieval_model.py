@@ -28,9 +28,9 @@ def _catalog(batch):
 
 
 @pytest.mark.parametrize("config", [
-    TowerConfig(),
-    TowerConfig(catalog_negatives=4),
-    TowerConfig(catalog_negatives=4, in_batch_negatives=False, logq_correction=False),
+    TowerConfig(),  # softmax over the whole (small) catalog
+    TowerConfig(catalog_negatives=0, in_batch_negatives=True),  # in-batch, logQ-corrected
+    TowerConfig(catalog_negatives=4, in_batch_negatives=True),  # mixed
     TowerConfig(history_mode="bag", dropout=0.1, id_l2=1e-4),
 ])
 def test_towers_embed_on_the_unit_sphere_and_training_lowers_the_loss(config):

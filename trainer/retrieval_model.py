@@ -2,9 +2,9 @@
 
 Query tower: user id, profile and the mean of the recent-history item embeddings. Candidate
 tower: item id, title tokens, categories and year. Both towers share the item-id embedding, so a
-user with little history still lands near the items they touched. Trained with in-batch softmax,
-corrected for the popularity bias of in-batch negatives (logQ correction), optionally mixed with
-uniformly sampled catalog negatives.
+user with little history still lands near the items they touched. Trained with a softmax over
+uniformly sampled catalog negatives (the whole catalog when it is small), optionally mixed with
+in-batch negatives corrected for their popularity bias (logQ correction).
 """
 from __future__ import annotations
 
@@ -30,15 +30,18 @@ class Vocabularies:
 
 @dataclasses.dataclass(frozen=True)
 class TowerConfig:
-  """Model settings; the defaults are the ones measured best on the pipeline's time-split eval."""
+  """Model settings; the defaults are the ones measured best on the pipeline's time-split eval
+  (benchmarks/movielens_protocol.py and the pipeline's own RetrievalEvaluator)."""
   embedding_dim: int = 64
   id_dim: int = 64
   hidden_units: int = 128
   temperature: float = 0.05
   logq_correction: bool = True
-  # Mixed negatives: this many catalog items sampled uniformly per batch (0: in-batch only).
-  catalog_negatives: int = 0
-  in_batch_negatives: bool = True
+  # Negatives: this many catalog items sampled uniformly per batch (the whole catalog when it is
+  # smaller), plus, optionally, the batch's own items (logQ-corrected). Full-catalog softmax beat
+  # in-batch softmax on the time-split eval (recall@100 0.399 vs 0.356, MovieLens-100K).
+  catalog_negatives: int = 4096
+  in_batch_negatives: bool = False
   dropout: float = 0.0
   id_l2: float = 0.0
   # "sequence": the examples' time-ordered history (serving's semantics). "bag": train on random
@@ -118,7 +121,7 @@ class CandidateTower(tf.keras.Model):
 
 
 class TwoTowerModel(tfrs.Model):
-  """In-batch softmax retrieval with the logQ correction for in-batch negatives."""
+  """Sampled-softmax retrieval over catalog and/or in-batch (logQ-corrected) negatives."""
 
   def __init__(self, vocab: Vocabularies, item_probabilities: tf.Tensor, config: TowerConfig,
                catalog: Optional[Mapping[str, np.ndarray]] = None,
