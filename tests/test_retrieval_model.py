@@ -31,14 +31,11 @@ def _catalog(batch):
     TowerConfig(),  # softmax over the whole (small) catalog
     TowerConfig(catalog_negatives=0, in_batch_negatives=True),  # in-batch, logQ-corrected
     TowerConfig(catalog_negatives=4, in_batch_negatives=True),  # mixed
-    TowerConfig(history_mode="bag", dropout=0.1, id_l2=1e-4),
+    TowerConfig(dropout=0.1, id_l2=1e-4),
 ])
 def test_towers_embed_on_the_unit_sphere_and_training_lowers_the_loss(config):
   batch = {k: tf.constant(v) for k, v in _batch().items()}
-  user_items = tf.RaggedTensor.from_row_lengths(tf.constant([0, 1, 2, 3, 4, 5, 1], tf.int64),
-                                                [2, 2, 1, 1, 1])
-  model = TwoTowerModel(VOCAB, np.full(VOCAB.items, 0.5, np.float32), config, _catalog(_batch()),
-                        user_items)
+  model = TwoTowerModel(VOCAB, np.full(VOCAB.items, 0.5, np.float32), config, _catalog(_batch()))
   model.compile(optimizer=tf.keras.optimizers.Adam(0.05))
   queries = model.query_tower(batch).numpy()
   candidates = model.candidate_tower(batch).numpy()

@@ -44,10 +44,6 @@ class TowerConfig:
   in_batch_negatives: bool = False
   dropout: float = 0.0
   id_l2: float = 0.0
-  # "sequence": the examples' time-ordered history (serving's semantics). "bag": train on random
-  # subsets of each user's training items instead, which suits static (random-split) protocols;
-  # it keeps the user -> training items index in the trainer's memory (O(interactions)).
-  history_mode: str = "sequence"
 
 
 def _masked_mean(embedding: tf.keras.layers.Embedding, indices: tf.Tensor) -> tf.Tensor:
@@ -124,10 +120,8 @@ class TwoTowerModel(tfrs.Model):
   """Sampled-softmax retrieval over catalog and/or in-batch (logQ-corrected) negatives."""
 
   def __init__(self, vocab: Vocabularies, item_probabilities: tf.Tensor, config: TowerConfig,
-               catalog: Optional[Mapping[str, np.ndarray]] = None,
-               user_items: Optional[tf.RaggedTensor] = None):
+               catalog: Optional[Mapping[str, np.ndarray]] = None):
     super().__init__()
-    self._user_items = user_items
     item_embedding = _id_embedding(vocab.items, config)
     self.query_tower = QueryTower(vocab, item_embedding, config)
     self.candidate_tower = CandidateTower(vocab, item_embedding, config)
@@ -146,21 +140,7 @@ class TwoTowerModel(tfrs.Model):
     rows = tf.random.uniform([self._config.catalog_negatives], 0, size, dtype=tf.int32)
     return {name: tf.gather(values, rows) for name, values in self._catalog.items()}
 
-  def _bag_history(self, inputs: Dict[str, tf.Tensor]) -> tf.Tensor:
-    """A random sample of the user's other training items, in place of the sequence history."""
-    items = tf.gather(self._user_items, inputs[F.USER_INDEX]).to_tensor(default_value=-1)
-    items = tf.where(tf.equal(items, inputs[F.ITEM_INDEX][:, tf.newaxis]),
-                     tf.constant(-1, items.dtype), items)
-    keys = tf.random.uniform(tf.shape(items)) + tf.cast(items < 0, tf.float32) * -2.0
-    k = tf.minimum(F.HISTORY_LENGTH, tf.shape(items)[1])
-    _, order = tf.math.top_k(keys, k)
-    bag = tf.gather(items, order, batch_dims=1)
-    return tf.pad(bag, [[0, 0], [0, F.HISTORY_LENGTH - k]], constant_values=-1)
-
   def compute_loss(self, inputs: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-    if training and self._config.history_mode == "bag":
-      inputs = dict(inputs)
-      inputs[F.HISTORY_INDEX] = self._bag_history(inputs)
     queries = self.query_tower(inputs, training=training)
     candidates = self.candidate_tower(inputs, training=training)
     ids = inputs[F.ITEM_INDEX]

@@ -102,16 +102,6 @@ def vocabularies(tft_output: tft.TFTransformOutput) -> Vocabularies:
                       title_tokens=size(F.TITLE_VOCAB))
 
 
-def user_items_index(dataset: tf.data.Dataset, n_users: int) -> tf.RaggedTensor:
-  """user index -> the item indices of the user's training interactions (for "bag" history)."""
-  pairs = [(b[F.USER_INDEX].reshape(-1), b[F.ITEM_INDEX].reshape(-1))
-           for b in dataset.as_numpy_iterator()]
-  users = np.concatenate([p[0] for p in pairs])
-  items = np.concatenate([p[1] for p in pairs])
-  order = np.argsort(users, kind="stable")
-  return tf.RaggedTensor.from_value_rowids(items[order], users[order], nrows=n_users)
-
-
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
   """Trains the two towers and exports the serving SavedModel (TFX Trainer entry point)."""
   settings = TrainingSettings.from_config(fn_args.custom_config)
@@ -122,21 +112,17 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                    settings.seed)
   evaluation = _dataset(fn_args, fn_args.eval_files, tft_output, settings.batch_size, False,
                         settings.seed)
-  one_pass = lambda: _dataset(fn_args, fn_args.train_files, tft_output, 4096, False,  # noqa: E731
-                              settings.seed)
-
-  counts, item_features = collect_catalog(one_pass(), vocab.items)
+  counts, item_features = collect_catalog(
+      _dataset(fn_args, fn_args.train_files, tft_output, 4096, False, settings.seed), vocab.items)
   catalog = np.flatnonzero(counts)
   logging.info("retrieval trainer: %d interactions, %d catalog items, %s", counts.sum(),
                len(catalog), vocab)
   # Probability that an item is among a batch's candidates, for the logQ correction.
   probabilities = 1.0 - np.power(1.0 - counts / counts.sum(), settings.batch_size)
   catalog_features = {name: values[catalog] for name, values in item_features.items()}
-  user_items = (user_items_index(one_pass(), vocab.users)
-                if settings.tower.history_mode == "bag" else None)
 
   with distribution_strategy(settings.strategy).scope():
-    model = TwoTowerModel(vocab, probabilities, settings.tower, catalog_features, user_items)
+    model = TwoTowerModel(vocab, probabilities, settings.tower, catalog_features)
     model.compile(optimizer=tf.keras.optimizers.Adam(settings.learning_rate))
   model.fit(train, validation_data=evaluation, epochs=settings.epochs, verbose=2,
             callbacks=[tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])

@@ -1,0 +1,72 @@
+"""The cross-encoder ranker: `[CLS] query [SEP] item text [SEP]` -> one relevance logit.
+
+Keras 3 (keras-hub) only: nothing here may touch tf.keras (Keras 2), see STACK.md. Training
+sees candidate groups [groups, candidates, tokens]; serving sees flat pairs [pairs, tokens].
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+import keras
+import keras_hub
+import tensorflow as tf
+
+PAIR_INPUTS = ("token_ids", "segment_ids", "padding_mask")
+POINTWISE, LISTWISE = "pointwise", "listwise"
+
+
+def pair_preprocessor(tokenizer: keras_hub.models.BertTokenizer, sequence_length: int
+                      ) -> keras_hub.models.BertTextClassifierPreprocessor:
+  """(query, item text) -> packed ids. Round-robin truncation keeps a short item text whole and
+  cuts a long query (a user context of many titles) to what is left."""
+  return keras_hub.models.BertTextClassifierPreprocessor(
+      tokenizer, sequence_length=sequence_length, truncate="round_robin")
+
+
+def tokenize_pairs(preprocessor: keras_hub.models.BertTextClassifierPreprocessor,
+                   queries: tf.Tensor, item_texts: tf.Tensor) -> Dict[str, tf.Tensor]:
+  """Flat string tensors [N] -> {token_ids, segment_ids, padding_mask} [N, sequence_length]."""
+  packed = preprocessor((queries, item_texts))
+  return {**packed, "padding_mask": tf.cast(packed["padding_mask"], tf.int32)}
+
+
+def build_scorer(backbone: keras_hub.models.BertBackbone, dropout: float) -> keras.Model:
+  """Pairs -> logits [N]: BERT's pooled [CLS] output, dropout, one float32 unit (the logit stays
+  float32 when the backbone computes in bfloat16)."""
+  inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in PAIR_INPUTS}
+  pooled = backbone(inputs)["pooled_output"]
+  logit = keras.layers.Dense(1, dtype="float32", name="relevance")(
+      keras.layers.Dropout(dropout, name="head_dropout")(pooled))
+  return keras.Model(inputs, keras.ops.squeeze(logit, -1), name="cross_encoder")
+
+
+class GroupScorer(keras.Model):
+  """Scores candidate groups: [B, G, L] token tensors -> [B, G] logits, through the pair scorer,
+  so that a listwise loss sees each query's candidates together."""
+
+  def __init__(self, scorer: keras.Model, **kwargs):
+    super().__init__(**kwargs)
+    self.scorer = scorer
+
+  def call(self, inputs: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+    shape = keras.ops.shape(inputs["token_ids"])
+    flat = {name: keras.ops.reshape(inputs[name], (-1, shape[-1])) for name in PAIR_INPUTS}
+    return keras.ops.reshape(self.scorer(flat, training=training), (shape[0], shape[1]))
+
+
+def listwise_softmax_loss(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+  """Softmax cross-entropy over each group, against the labels normalised to a distribution
+  (several relevant candidates share the mass); a group with no relevant candidate adds 0."""
+  labels = keras.ops.cast(labels, "float32")
+  total = keras.ops.sum(labels, axis=-1, keepdims=True)
+  target = keras.ops.divide_no_nan(labels, total)
+  return -keras.ops.sum(target * keras.ops.log_softmax(logits, axis=-1), axis=-1)
+
+
+def loss_function(name: str) -> keras.losses.Loss | object:
+  """Pointwise binary cross-entropy (the default, y = M(x, q) per pair) or listwise softmax."""
+  if name == POINTWISE:
+    return keras.losses.BinaryCrossentropy(from_logits=True)
+  if name == LISTWISE:
+    return listwise_softmax_loss
+  raise ValueError(f"unknown ranker loss {name!r}: use {POINTWISE} or {LISTWISE}")
