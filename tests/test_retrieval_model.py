@@ -31,7 +31,7 @@ def _catalog(batch):
     TowerConfig(),  # softmax over the whole (small) catalog
     TowerConfig(catalog_negatives=0, in_batch_negatives=True),  # in-batch, logQ-corrected
     TowerConfig(catalog_negatives=4, in_batch_negatives=True),  # mixed
-    TowerConfig(dropout=0.1, id_l2=1e-4),
+    TowerConfig(dropout=0.1, id_l2=1e-4, use_history=False),
 ])
 def test_towers_embed_on_the_unit_sphere_and_training_lowers_the_loss(config):
   batch = {k: tf.constant(v) for k, v in _batch().items()}
@@ -47,11 +47,15 @@ def test_towers_embed_on_the_unit_sphere_and_training_lowers_the_loss(config):
   assert np.isfinite(first) and float(model.compute_loss(batch, training=False)) < first
 
 
-def test_history_changes_the_query():
-  model = TwoTowerModel(VOCAB, np.full(VOCAB.items, 0.5, np.float32), TowerConfig())
+def test_history_changes_the_query_unless_switched_off():
   batch = _batch()
   empty = dict(batch, **{F.HISTORY_INDEX: -np.ones_like(batch[F.HISTORY_INDEX])})
-  assert not np.allclose(model.query_tower(batch).numpy(), model.query_tower(empty).numpy())
+  for use_history in (True, False):
+    model = TwoTowerModel(VOCAB, np.full(VOCAB.items, 0.5, np.float32),
+                          TowerConfig(use_history=use_history))
+    same = np.allclose(model.query_tower(batch, training=False).numpy(),
+                       model.query_tower(empty, training=False).numpy())
+    assert same != use_history
 
 
 def test_settings_split_training_and_model_fields():
