@@ -6,7 +6,10 @@ Evaluator writes it (so the Pusher and the latest-blessed resolver read it), and
 ModelEvaluation holding `bandit_ope.json` and `bandit_ope.html`. The defaults are those of the
 settings dataclasses (`AgentConfig`, `TrainingSettings`, `BanditTrainerSettings`).
 """
+import json
 import os
+
+import tensorflow as tf
 
 from tfx import v1 as tfx
 from tfx.types import standard_artifacts
@@ -26,6 +29,8 @@ def BanditPolicyTrainer(  # pylint: disable=invalid-name
     blessing: tfx.dsl.components.OutputArtifact[standard_artifacts.ModelBlessing],
     evaluation: tfx.dsl.components.OutputArtifact[standard_artifacts.ModelEvaluation],
     data_root: tfx.dsl.components.Parameter[str],
+    retrieval_blessing: tfx.dsl.components.InputArtifact[
+        standard_artifacts.ModelBlessing] = None,
     agent: tfx.dsl.components.Parameter[str] = AgentConfig.name,
     slate_size: tfx.dsl.components.Parameter[int] = TrainingSettings.slate_size,
     max_candidates: tfx.dsl.components.Parameter[int] = BanditTrainerSettings.max_candidates,
@@ -42,7 +47,19 @@ def BanditPolicyTrainer(  # pylint: disable=invalid-name
     seed: tfx.dsl.components.Parameter[int] = TrainingSettings.seed,
 ) -> None:
   """Trains the slate policy from logged (or, without impressions, SIMULATED) feedback, runs the
-  off-policy evaluation on held-out requests and blesses only when it is confidently no worse."""
+  off-policy evaluation on held-out requests and blesses only when it is confidently no worse.
+
+  The policy's features are the retrieval model's embeddings: with a `retrieval_blessing` that
+  says not blessed, that model never reaches serving, so no policy is trained for it.
+  """
+  if retrieval_blessing is not None and retrieval_blessing.get_int_custom_property(
+      "blessed") != 1:
+    tf.io.gfile.makedirs(evaluation.uri)
+    with tf.io.gfile.GFile(os.path.join(evaluation.uri, "bandit_ope.json"), "w") as f:
+      json.dump({"blessing": {"blessed": False, "reason": "the retrieval model of this run was "
+                              "not blessed; the current policy stays"}}, f, indent=2)
+    write_blessing(blessing, model, False)
+    return
   settings = BanditTrainerSettings(
       agent=AgentConfig(name=agent, seed=seed),
       training=TrainingSettings(slate_size=slate_size, epsilon=epsilon,

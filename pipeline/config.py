@@ -8,11 +8,50 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_SCHEMA = os.path.join(REPO_ROOT, "pipeline", "schema", "retrieval_schema.pbtxt")
 RETRIEVAL_MODEL_NAME = "retrieval"
+RANKER_MODEL_NAME = "ranker"
+BANDIT_MODEL_NAME = "bandit"
+
+
+@dataclasses.dataclass
+class RankerStage:
+  """The cross-encoder ranker's part of a run: mining, training, evaluation, push.
+
+  The defaults are the CPU budget of the MovieLens demo (a few minutes on 2 cores: a bounded
+  sample of query groups, sequences of 64 tokens, one pass); `scaled` grows the sample.
+  """
+  # Mining (pipeline/components/ranker_mining.py). Query groups per split: train and
+  # validation exactly; eval interactions sampled (those whose retrieved candidates hold nothing
+  # relevant are dropped).
+  train_groups: int = 600
+  validation_groups: int = 64
+  eval_groups: int = 300
+  # Training groups: the chosen item, hard negatives (retriever's top) and random ones.
+  hard_negatives: int = 4
+  random_negatives: int = 3
+  # Eval groups: the retriever's top-N, as the cascade re-ranks them.
+  eval_depth: int = 50
+  # Share of interactions without a logged query that become SYNTHETIC searches.
+  search_fraction: float = 0.5
+  seed: int = 42
+  # Settings of trainer/ranker_trainer.py (RankerSettings): checkpoint_dir, num_layers,
+  # sequence_length, loss, lora_rank, precision...
+  training: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  gate_metrics: str = "ndcg@10"
+  # Slices the ranker must beat the retrieval order in: "overall", "query_kind=<kind>"
+  # (ranker_examples.py), "query_kind=*" = each kind evaluated.
+  gate_slices: str = "overall,query_kind=*"
+
+  def scaled(self, factor: float) -> "RankerStage":
+    """The same stage on `factor` times as many query groups, so as many training steps."""
+    size = lambda n: max(1, int(round(n * factor)))  # noqa: E731
+    return dataclasses.replace(self, train_groups=size(self.train_groups),
+                               validation_groups=size(self.validation_groups),
+                               eval_groups=size(self.eval_groups))
 
 
 @dataclasses.dataclass
@@ -28,6 +67,10 @@ class PipelineConfig:
   top_k: int = 100
   gate_metrics: str = "recall@100,ndcg@10"
   regression_tolerance: float = 0.01
+  # The ranker stage (mining, second Trainer, evaluator, pusher); None leaves it out.
+  ranker: Optional[RankerStage] = None
+  # The bandit stage (agents/component.py BanditPolicyTrainer + its pusher).
+  bandit: bool = False
   beam_pipeline_args: List[str] = dataclasses.field(
       default_factory=lambda: ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
   enable_cache: bool = True

@@ -2,9 +2,12 @@
 
     python -m pipeline.runners.local_runner --movielens            # the demo, end to end
     python -m pipeline.runners.local_runner --data_root DIR        # your own logs
+    python -m pipeline.runners.local_runner --data_root DIR --ranker   # ... with the ranker
 
-Prints per-component progress, then the evaluation table beside the baselines, the blessing and
-where the model was pushed; the same goes to a run summary JSON whose path is the last line.
+Prints per-component progress, then the evaluation tables beside the baselines, the blessings
+and where the models were pushed; the same goes to a run summary JSON whose path is the last line.
+The ranker stage (a BERT cross-encoder fine-tuned on CPU) is on by default only for the
+MovieLens demo (`--ranker` / `--no_ranker` decide otherwise).
 """
 from __future__ import annotations
 
@@ -27,8 +30,10 @@ from tfx import v1 as tfx  # noqa: E402
 from tfx.orchestration import metadata  # noqa: E402
 
 from pipeline import pipeline_def  # noqa: E402
+from pipeline.components import ranker_evaluator  # noqa: E402
 from pipeline.components.retrieval_evaluator import metrics_table  # noqa: E402
-from pipeline.config import REPO_ROOT, PipelineConfig  # noqa: E402
+from pipeline.config import (BANDIT_MODEL_NAME, RANKER_MODEL_NAME, REPO_ROOT,  # noqa: E402
+                             RETRIEVAL_MODEL_NAME, PipelineConfig, RankerStage)
 from pipeline.data.movielens import convert_movielens_100k  # noqa: E402
 
 
@@ -60,8 +65,15 @@ class ComponentProgress(logging.Handler):
       self.cached.append(self._current)
 
 
-def _latest_artifact(store, type_name: str):
-  artifacts = store.get_artifacts_by_type(type_name)
+def _latest_output(store, pipeline_name: str, node_id: str, type_name: str):
+  """The newest artifact of a type attributed to one pipeline node (several nodes write the
+  same types: both evaluators write a ModelBlessing, both pushers a PushedModel)."""
+  context = store.get_context_by_type_and_name("node", f"{pipeline_name}.{node_id}")
+  artifact_type = store.get_artifact_type(type_name) if context else None
+  if context is None or artifact_type is None:
+    return None
+  artifacts = [a for a in store.get_artifacts_by_context(context.id)
+               if a.type_id == artifact_type.id]
   return max(artifacts, key=lambda a: a.id) if artifacts else None
 
 
@@ -72,17 +84,17 @@ def _property(artifact, name: str):
   return value.string_value or value.int_value
 
 
-def run_outcome(config: PipelineConfig) -> Dict[str, Any]:
-  """Evaluation, blessing and push of the latest run, read back from MLMD and the artifacts."""
+def _stage_outcome(store, pipeline_name: str, evaluator_id: str, model_name: str,
+                   metrics_file: str, report_file: str) -> Dict[str, Any]:
+  """Evaluation, blessing and push of one model, read back from MLMD and the artifacts."""
   outcome: Dict[str, Any] = {}
-  with metadata.Metadata(metadata.sqlite_metadata_connection_config(config.metadata_path)) as m:
-    evaluation = _latest_artifact(m.store, "ModelEvaluation")
-    blessing = _latest_artifact(m.store, "ModelBlessing")
-    pushed = _latest_artifact(m.store, "PushedModel")
+  evaluation = _latest_output(store, pipeline_name, evaluator_id, "ModelEvaluation")
+  blessing = _latest_output(store, pipeline_name, evaluator_id, "ModelBlessing")
+  pushed = _latest_output(store, pipeline_name, f"{model_name}_pusher", "PushedModel")
   if evaluation is not None:
-    with tf.io.gfile.GFile(os.path.join(evaluation.uri, "retrieval_metrics.json")) as f:
+    with tf.io.gfile.GFile(os.path.join(evaluation.uri, metrics_file)) as f:
       outcome["evaluation"] = json.load(f)
-    outcome["evaluation_report"] = os.path.join(evaluation.uri, "retrieval_metrics.html")
+    outcome["evaluation_report"] = os.path.join(evaluation.uri, report_file)
   if blessing is not None:
     outcome["blessed"] = _property(blessing, "blessed") == 1
     outcome["model"] = _property(blessing, "current_model")
@@ -90,6 +102,31 @@ def run_outcome(config: PipelineConfig) -> Dict[str, Any]:
     outcome["pushed"] = _property(pushed, "pushed") == 1
     outcome["pushed_to"] = _property(pushed, "pushed_destination") if outcome["pushed"] else None
   return outcome
+
+
+def run_outcome(config: PipelineConfig) -> Dict[str, Any]:
+  """The retriever's outcome at the top level; the ranker's, when it ran, under "ranker"."""
+  with metadata.Metadata(metadata.sqlite_metadata_connection_config(config.metadata_path)) as m:
+    outcome = _stage_outcome(m.store, config.pipeline_name, pipeline_def.RETRIEVAL_EVALUATOR,
+                             RETRIEVAL_MODEL_NAME, "retrieval_metrics.json",
+                             "retrieval_metrics.html")
+    if config.ranker is not None:
+      outcome["ranker"] = _stage_outcome(
+          m.store, config.pipeline_name, ranker_evaluator.RankerEvaluator.__name__,
+          RANKER_MODEL_NAME, ranker_evaluator.METRICS_JSON, ranker_evaluator.METRICS_HTML)
+    if config.bandit:
+      outcome["bandit"] = _stage_outcome(m.store, config.pipeline_name, "BanditPolicyTrainer",
+                                         BANDIT_MODEL_NAME, "bandit_ope.json", "bandit_ope.html")
+  return outcome
+
+
+def _bandit_report(bandit: Dict[str, Any]) -> List[str]:
+  if "evaluation" not in bandit:
+    return []
+  return ["", f"bandit policy blessed: {bandit.get('blessed')} "
+              f"({bandit['evaluation']['blessing'].get('reason', '')})",
+          f"off-policy report: {bandit['evaluation_report']}",
+          f"bandit pushed to: {bandit.get('pushed_to') or 'nothing pushed'}"]
 
 
 def run(config: PipelineConfig) -> Dict[str, Any]:
@@ -134,6 +171,20 @@ def run(config: PipelineConfig) -> Dict[str, Any]:
   return summary
 
 
+def _ranker_report(ranker: Dict[str, Any]) -> List[str]:
+  if "evaluation" not in ranker:
+    return []
+  metrics = ranker["evaluation"]["metrics"]
+  lines = ["", "Ranker metrics on the eval query groups, against the retriever's own order:"]
+  for slice_name in sorted(metrics[ranker_evaluator.CANDIDATE],
+                           key=lambda s: (s != "overall", s)):
+    lines += [f"[{slice_name}]", ranker_evaluator.metrics_table(metrics, slice_name)]
+  lines += ["", *ranker["evaluation"]["reasons"], f"report: {ranker['evaluation_report']}",
+            f"ranker blessed: {ranker.get('blessed')}",
+            f"ranker pushed to: {ranker.get('pushed_to') or 'nothing pushed'}"]
+  return lines
+
+
 def report(summary: Dict[str, Any]) -> str:
   """The human-readable end of a run."""
   lines = [f"run {summary['run_id']}: {summary['status']} in {summary['seconds']} s"]
@@ -147,6 +198,8 @@ def report(summary: Dict[str, Any]) -> str:
   if "blessed" in summary:
     lines.append(f"blessed: {summary['blessed']}")
     lines.append(f"pushed to: {summary.get('pushed_to') or 'nothing pushed'}")
+  lines += _ranker_report(summary.get("ranker", {}))
+  lines += _bandit_report(summary.get("bandit", {}))
   lines.append(summary["summary_path"])
   return "\n".join(lines)
 
@@ -171,6 +224,30 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
                            "recall@100,ndcg@10)")
   parser.add_argument("--regression_tolerance", type=float, default=None,
                       help="how far below the last blessed model a gate metric may fall")
+  parser.add_argument("--ranker", dest="ranker", action="store_const", const=True, default=None,
+                      help="add the cross-encoder ranker stage (default: on with --movielens)")
+  parser.add_argument("--no_ranker", dest="ranker", action="store_const", const=False,
+                      help="leave the ranker stage out, also with --movielens")
+  parser.add_argument("--ranker_scale", type=float, default=1.0,
+                      help="query groups mined and trained on, as a multiple of the CPU demo's "
+                           "bounded sample (600 train / 64 validation / 300 eval groups)")
+  parser.add_argument("--ranker_checkpoint_dir", default=None,
+                      help="a Hugging Face BERT folder (config.json, vocab.txt, "
+                           "model.safetensors); default all-MiniLM-L6-v2")
+  parser.add_argument("--ranker_layers", type=int, default=None,
+                      help="keep only the checkpoint's first N layers")
+  parser.add_argument("--ranker_sequence_length", type=int, default=None, help="default 64")
+  parser.add_argument("--ranker_loss", choices=("pointwise", "listwise"), default=None)
+  parser.add_argument("--ranker_lora_rank", type=int, default=None,
+                      help="fine-tune LoRA adapters of this rank instead of every weight")
+  parser.add_argument("--ranker_precision", choices=("float32", "bfloat16"), default=None)
+  parser.add_argument("--ranker_gate_slices", default=None,
+                      help="slices the ranker must beat the retrieval order in (default "
+                           "overall,query_kind=*: overall and in each query kind)")
+  parser.add_argument("--bandit", dest="bandit", action="store_const", const=True, default=None,
+                      help="add the bandit policy stage (default: on with --movielens)")
+  parser.add_argument("--no_bandit", dest="bandit", action="store_const", const=False,
+                      help="leave the bandit stage out, also with --movielens")
   parser.add_argument("--no_cache", action="store_true")
   parser.add_argument("--beam_pipeline_args", nargs="*", default=None,
                       help="passed to every Beam component, e.g. --runner=DataflowRunner ...")
@@ -192,7 +269,22 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     config.regression_tolerance = args.regression_tolerance
   if args.beam_pipeline_args is not None:
     config.beam_pipeline_args = args.beam_pipeline_args
+  if args.movielens if args.ranker is None else args.ranker:
+    config.ranker = ranker_stage(args)
+  config.bandit = args.movielens if args.bandit is None else args.bandit
   return config
+
+
+def ranker_stage(args: argparse.Namespace) -> RankerStage:
+  training = {name: value for name, value in {
+      "checkpoint_dir": args.ranker_checkpoint_dir, "num_layers": args.ranker_layers,
+      "sequence_length": args.ranker_sequence_length, "loss": args.ranker_loss,
+      "lora_rank": args.ranker_lora_rank, "precision": args.ranker_precision}.items()
+              if value is not None}
+  stage = RankerStage(training=training).scaled(args.ranker_scale)
+  if args.ranker_gate_slices:
+    stage.gate_slices = args.ranker_gate_slices
+  return stage
 
 
 def main(argv: List[str]) -> int:

@@ -1,0 +1,151 @@
+"""Evaluates the ranker with TFMA against the retriever's own order, and decides the blessing.
+
+One TFMA pass over the mined `eval` query groups scores two models: the candidate ranker and
+`retrieval_order`, a SavedModel with the same `evaluation` signature that answers with the
+retriever's scores stored in each group, i.e. the order the cascade shows without a ranker.
+The ranker is blessed only if it beats that order on every gate metric in every gate slice:
+by default overall and in each query kind (`query_kind=*`), because the cascade applies one
+ranker to recommendations and searches alike, and a win on (synthetic) searches must not buy
+a loss on recommendations.
+"""
+
+import json
+import os
+from typing import Dict, List, Mapping, Sequence, Tuple
+
+import apache_beam as beam
+import tensorflow as tf
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+from tfx.types import standard_artifacts
+from tfx_bsl.tfxio import tf_example_record
+
+from pipeline.components.popularity_baseline import SERVING_DIR
+from pipeline.components.ranker_metrics import RankerMetrics, all_metric_names
+from pipeline.components.retrieval_evaluator import OVERALL, load_metrics, write_blessing
+from trainer import ranker_examples as E
+
+CANDIDATE, RETRIEVAL_ORDER = "candidate", "retrieval_order"
+EVERY_KIND = f"{E.QUERY_KIND}=*"
+METRICS_JSON, METRICS_HTML = "ranker_metrics.json", "ranker_metrics.html"
+# metrics[model][slice][metric] = value
+Metrics = Dict[str, Dict[str, Dict[str, float]]]
+
+
+class RetrievalOrder(tf.Module):
+  """The baseline: each group's candidates scored by the retriever (stored by the miner)."""
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+  def evaluate(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
+    scores = E.parse_groups(examples)[E.RETRIEVER_SCORES]
+    return {"scores": scores.to_tensor(default_value=E.PADDING_SCORE)}
+
+
+def export_retrieval_order(export_dir: str) -> None:
+  module = RetrievalOrder()
+  tf.saved_model.save(module, export_dir, signatures={"evaluation": module.evaluate})
+
+
+def eval_config(model_names: Sequence[str]) -> tfma.EvalConfig:
+  """Every model through its `evaluation` signature; overall and per query kind."""
+  return tfma.EvalConfig(
+      model_specs=[tfma.ModelSpec(name=name, signature_name="evaluation", label_key=E.LABELS)
+                   for name in model_names],
+      slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[E.QUERY_KIND])],
+      metrics_specs=[tfma.MetricsSpec(
+          model_names=list(model_names),
+          metrics=[tfma.MetricConfig(class_name=RankerMetrics.__name__,
+                                     module=RankerMetrics.__module__)])])
+
+
+def run_analysis(pipeline: beam.Pipeline, eval_pattern: str, model_paths: Mapping[str, str],
+                 output_path: str) -> None:
+  """One TFMA pass over the eval groups for every model."""
+  config = eval_config(list(model_paths))
+  shared = [tfma.default_eval_shared_model(eval_saved_model_path=path, model_name=name,
+                                           eval_config=config)
+            for name, path in model_paths.items()]
+  source = tf_example_record.TFExampleRecord(file_pattern=eval_pattern,
+                                             raw_record_column_name=tfma.ARROW_INPUT_COLUMN)
+  with pipeline as p:
+    _ = (p
+         | "ReadEvalGroups" >> source.BeamSource()
+         | "TFMA" >> tfma.ExtractEvaluateAndWriteResults(
+             eval_shared_model=shared, eval_config=config, output_path=output_path))
+
+
+def gate_slice_names(metrics: Metrics, gate_slices: Sequence[str]) -> List[str]:
+  """The gate slices, with `query_kind=*` standing for every query kind evaluated."""
+  kinds = sorted(s for s in metrics[CANDIDATE] if s.startswith(f"{E.QUERY_KIND}="))
+  return [name for pattern in gate_slices
+          for name in (kinds if pattern == EVERY_KIND else [pattern])]
+
+
+def blessing_decision(metrics: Metrics, gate_metrics: Sequence[str], gate_slices: Sequence[str]
+                      ) -> Tuple[bool, List[str]]:
+  """(blessed, reasons): strictly better than the retrieval order on every gate metric in
+  every gate slice; a named gate slice with no groups fails (nothing shows the ranker helps)."""
+  blessed, reasons = True, []
+  for slice_name in gate_slice_names(metrics, gate_slices):
+    candidate = metrics[CANDIDATE].get(slice_name)
+    if not candidate:
+      blessed = False
+      reasons.append(f"{slice_name}: no evaluation groups")
+      continue
+    baseline = metrics[RETRIEVAL_ORDER][slice_name]
+    for metric in gate_metrics:
+      ok = candidate[metric] > baseline[metric]
+      blessed &= ok
+      reasons.append(f"{slice_name} {metric}: {candidate[metric]:.4f} {'>' if ok else '<='} "
+                     f"retrieval order {baseline[metric]:.4f}")
+  return blessed, reasons
+
+
+def metrics_table(metrics: Metrics, slice_name: str = OVERALL) -> str:
+  """A fixed-width table: one row per metric, one column per model."""
+  models = [m for m in (CANDIDATE, RETRIEVAL_ORDER) if m in metrics]
+  lines = [f"{'metric':<14}" + "".join(f"{m:>16}" for m in models)]
+  for name in all_metric_names():
+    lines.append(f"{name:<14}" + "".join(
+        f"{metrics[m].get(slice_name, {}).get(name, float('nan')):>16.4f}" for m in models))
+  return "\n".join(lines)
+
+
+def _html(metrics: Metrics, blessed: bool, reasons: Sequence[str]) -> str:
+  sections = [f"<h2>{s}</h2><pre>{metrics_table(metrics, s)}</pre>"
+              for s in sorted(metrics[CANDIDATE], key=lambda s: (s != OVERALL, s))]
+  verdict = "BLESSED" if blessed else "NOT BLESSED"
+  return (f"<html><body><h1>Ranker evaluation: {verdict}</h1><ul>"
+          + "".join(f"<li>{r}</li>" for r in reasons) + "</ul>" + "".join(sections)
+          + "</body></html>")
+
+
+@tfx.dsl.components.component(use_beam=True)
+def RankerEvaluator(  # pylint: disable=invalid-name
+    groups: tfx.dsl.components.InputArtifact[standard_artifacts.Examples],
+    model: tfx.dsl.components.InputArtifact[standard_artifacts.Model],
+    evaluation: tfx.dsl.components.OutputArtifact[standard_artifacts.ModelEvaluation],
+    blessing: tfx.dsl.components.OutputArtifact[standard_artifacts.ModelBlessing],
+    gate_metrics: tfx.dsl.components.Parameter[str],
+    gate_slices: tfx.dsl.components.Parameter[str],
+    beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None,
+) -> None:
+  """TFMA metrics of the ranker and the retrieval order per query group; writes the blessing.
+
+  `gate_metrics` and `gate_slices` are comma-separated (defaults: pipeline/config.py's
+  RankerStage; required here so that MLMD records them).
+  """
+  baseline_dir = os.path.join(evaluation.uri, "retrieval_order_model")
+  export_retrieval_order(baseline_dir)
+  run_analysis(beam_pipeline, os.path.join(groups.uri, f"Split-{E.EVAL}", "*"),
+               {CANDIDATE: os.path.join(model.uri, SERVING_DIR), RETRIEVAL_ORDER: baseline_dir},
+               evaluation.uri)
+  metrics = load_metrics(evaluation.uri)
+  blessed, reasons = blessing_decision(metrics, gate_metrics.split(","), gate_slices.split(","))
+  write_blessing(blessing, model, blessed)
+  summary = {"blessed": blessed, "reasons": reasons, "metrics": metrics}
+  with tf.io.gfile.GFile(os.path.join(evaluation.uri, METRICS_JSON), "w") as f:
+    json.dump(summary, f, indent=2, sort_keys=True)
+  with tf.io.gfile.GFile(os.path.join(evaluation.uri, METRICS_HTML), "w") as f:
+    f.write(_html(metrics, blessed, reasons))
+  print(metrics_table(metrics), "\n" + "\n".join(reasons), flush=True)
