@@ -18,11 +18,11 @@ import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 from tfx.types import standard_artifacts
-from tfx_bsl.tfxio import tf_example_record
 
 from pipeline.components.popularity_baseline import SERVING_DIR
 from pipeline.components.ranker_metrics import RankerMetrics, all_metric_names
-from pipeline.components.retrieval_evaluator import OVERALL, load_metrics, write_blessing
+from pipeline.components.retrieval_evaluator import (OVERALL, load_metrics, run_tfma,
+                                                     write_blessing)
 from trainer import ranker_examples as E
 
 CANDIDATE, RETRIEVAL_ORDER = "candidate", "retrieval_order"
@@ -61,17 +61,7 @@ def eval_config(model_names: Sequence[str]) -> tfma.EvalConfig:
 def run_analysis(pipeline: beam.Pipeline, eval_pattern: str, model_paths: Mapping[str, str],
                  output_path: str) -> None:
   """One TFMA pass over the eval groups for every model."""
-  config = eval_config(list(model_paths))
-  shared = [tfma.default_eval_shared_model(eval_saved_model_path=path, model_name=name,
-                                           eval_config=config)
-            for name, path in model_paths.items()]
-  source = tf_example_record.TFExampleRecord(file_pattern=eval_pattern,
-                                             raw_record_column_name=tfma.ARROW_INPUT_COLUMN)
-  with pipeline as p:
-    _ = (p
-         | "ReadEvalGroups" >> source.BeamSource()
-         | "TFMA" >> tfma.ExtractEvaluateAndWriteResults(
-             eval_shared_model=shared, eval_config=config, output_path=output_path))
+  run_tfma(pipeline, eval_pattern, model_paths, eval_config(list(model_paths)), output_path)
 
 
 def gate_slice_names(metrics: Metrics, gate_slices: Sequence[str]) -> List[str]:

@@ -16,6 +16,7 @@ import apache_beam as beam
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.metrics import metric_types
 
+from pipeline.components.retrieval_metrics import per_model_computations
 from trainer.ranker_group_metrics import CUTOFFS, GROUP_COUNT, group_metrics, metric_names
 
 
@@ -73,14 +74,9 @@ def _computations(cutoffs: Sequence[int] = CUTOFFS, name: str = "ranking",
                   output_names: Optional[List[str]] = None,
                   **unused) -> metric_types.MetricComputations:
   del name, eval_config, output_names, unused
-  computations = []
-  for model_name in model_names or [""]:
-    keys = {metric: metric_types.MetricKey(name=metric, model_name=model_name)
-            for metric in all_metric_names(cutoffs)}
-    computations.append(metric_types.MetricComputation(
-        keys=list(keys.values()), preprocessors=None,
-        combiner=_GroupCombiner(keys, model_name, cutoffs)))
-  return computations
+  return per_model_computations(
+      all_metric_names(cutoffs), lambda keys, model: _GroupCombiner(keys, model, cutoffs),
+      model_names)
 
 
 class RankerMetrics(tfma.metrics.Metric):

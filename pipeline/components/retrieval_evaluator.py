@@ -116,10 +116,9 @@ def write_blessing(blessing: standard_artifacts.ModelBlessing, model: standard_a
       constants.BLESSED_VALUE if blessed else constants.NOT_BLESSED_VALUE)
 
 
-def run_analysis(pipeline: beam.Pipeline, eval_pattern: str, model_paths: Mapping[str, str],
-                 slice_features: Sequence[str], output_path: str) -> None:
-  """Runs TFMA over the eval examples for every model in one Beam pass."""
-  config = eval_config(list(model_paths), slice_features)
+def run_tfma(pipeline: beam.Pipeline, eval_pattern: str, model_paths: Mapping[str, str],
+             config: tfma.EvalConfig, output_path: str) -> None:
+  """One TFMA pass over serialized tf.Examples for every model named in `model_paths`."""
   shared = [tfma.default_eval_shared_model(eval_saved_model_path=path, model_name=name,
                                            eval_config=config)
             for name, path in model_paths.items()]
@@ -130,6 +129,13 @@ def run_analysis(pipeline: beam.Pipeline, eval_pattern: str, model_paths: Mappin
          | "ReadEval" >> source.BeamSource()
          | "TFMA" >> tfma.ExtractEvaluateAndWriteResults(
              eval_shared_model=shared, eval_config=config, output_path=output_path))
+
+
+def run_analysis(pipeline: beam.Pipeline, eval_pattern: str, model_paths: Mapping[str, str],
+                 slice_features: Sequence[str], output_path: str) -> None:
+  """Runs TFMA over the eval examples for every model, sliced by user segment."""
+  run_tfma(pipeline, eval_pattern, model_paths, eval_config(list(model_paths), slice_features),
+           output_path)
 
 
 @tfx.dsl.components.component(use_beam=True)

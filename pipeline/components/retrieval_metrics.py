@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -92,20 +92,28 @@ class _RankCombiner(beam.CombineFn):
     return {self._keys[name]: value for name, value in values.items()}
 
 
+def per_model_computations(names: Sequence[str],
+                           make_combiner: Callable[[Dict[str, metric_types.MetricKey], str],
+                                                   beam.CombineFn],
+                           model_names: Optional[List[str]]) -> metric_types.MetricComputations:
+  """One computation per model, its combiner producing every metric in `names`."""
+  computations = []
+  for model_name in model_names or [""]:
+    keys = {metric: metric_types.MetricKey(name=metric, model_name=model_name)
+            for metric in names}
+    computations.append(metric_types.MetricComputation(
+        keys=list(keys.values()), preprocessors=None, combiner=make_combiner(keys, model_name)))
+  return computations
+
+
 def _computations(cutoffs: Sequence[int] = CUTOFFS, name: str = "retrieval",
                   eval_config: Optional[tfma.EvalConfig] = None,
                   model_names: Optional[List[str]] = None,
                   output_names: Optional[List[str]] = None,
                   **unused) -> metric_types.MetricComputations:
   del name, eval_config, output_names, unused
-  computations = []
-  for model_name in model_names or [""]:
-    keys = {metric: metric_types.MetricKey(name=metric, model_name=model_name)
-            for metric in metric_names(cutoffs)}
-    computations.append(metric_types.MetricComputation(
-        keys=list(keys.values()), preprocessors=None,
-        combiner=_RankCombiner(keys, model_name, cutoffs)))
-  return computations
+  return per_model_computations(
+      metric_names(cutoffs), lambda keys, model: _RankCombiner(keys, model, cutoffs), model_names)
 
 
 class RetrievalMetrics(tfma.metrics.Metric):
