@@ -121,7 +121,8 @@ def test_new_data_trains_and_pushes_a_new_version(first_run, slice_root, tmp_pat
   assert "Trainer" not in summary["cached_components"]
   assert "last_blessed" in summary["evaluation"]["metrics"]
   assert summary["pushed_to"] and summary["pushed_to"] != first["pushed_to"]
-  versions = os.listdir(os.path.join(config.serving_root, RETRIEVAL_MODEL_NAME))
+  versions = [name for name in os.listdir(os.path.join(config.serving_root, RETRIEVAL_MODEL_NAME))
+              if name.isdigit()]
   assert len(versions) == 2
 
 
