@@ -17,6 +17,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      prediction_service_pb2_grpc)
 
 from pipeline.components.interaction_example_gen import EVAL, TRAIN, JoinInteractions
+from pipeline.components.serving_pusher import write_models_config
 from serving.ab_testing import Experiment, count_feedback, report
 from serving.protos import recommender_pb2 as pb
 from serving.protos import recommender_pb2_grpc
@@ -25,15 +26,21 @@ from serving.serve import LocalStack
 
 @pytest.fixture(scope="module")
 def stack(first_run, slice_root, tmp_path_factory):
-  config, _, _, summary = first_run
+  """The pushed model in a serving root of its own (other tests push into the run's root)."""
+  _, _, _, summary = first_run
   assert summary["pushed_to"], "the pipeline run pushed nothing"
-  data_root = str(tmp_path_factory.mktemp("serving") / "data")
+  work = tmp_path_factory.mktemp("serving")
+  data_root = str(work / "data")
   shutil.copytree(slice_root, data_root)
   version = os.path.basename(summary["pushed_to"])
+  serving_root = str(work / "serving")
+  shutil.copytree(summary["pushed_to"], os.path.join(serving_root, "retrieval", version))
+  write_models_config(serving_root)
   experiment = Experiment.from_json(json.dumps({"experiment": "e2e", "variants": [
       {"name": "control", "weight": 0.5, "models": {"retrieval": version}},
       {"name": "treatment", "weight": 0.5}]}))
-  stack = LocalStack(data_root, config.serving_root, experiment=experiment).start()
+  stack = LocalStack(data_root, serving_root, experiment=experiment).start()
+  stack.serving_root = serving_root
   yield stack, data_root, summary
   stack.stop()
 
@@ -191,15 +198,15 @@ def test_a_pushed_bandit_policy_chooses_the_slate_with_propensities(stack, first
   """Trains the policy on this run's retrieval model, pushes it beside it, and the running
   cascade starts using it without a restart."""
   from agents.policy_trainer import BanditTrainerSettings, train_bandit_policy  # pylint: disable=import-outside-toplevel
-  from pipeline.components.serving_pusher import write_models_config  # pylint: disable=import-outside-toplevel
-  server, data_root, summary = stack
+  server, _, summary = stack
   config = first_run[0]
-  examples = sorted(tf.io.gfile.glob(os.path.join(
-      config.pipeline_root, "InteractionExampleGen", "examples", "*")))[-1]
-  export_dir = os.path.join(config.serving_root, "bandit", "1")
+  examples = min(tf.io.gfile.glob(os.path.join(  # the first run's examples
+      config.pipeline_root, "InteractionExampleGen", "examples", "*")),
+                 key=lambda path: int(os.path.basename(path)))
+  export_dir = os.path.join(server.serving_root, "bandit", "1")
   train_bandit_policy(examples, summary["pushed_to"], slice_root, BanditTrainerSettings(),
                       export_dir, str(tmp_path / "report"))
-  write_models_config(config.serving_root)
+  write_models_config(server.serving_root)
   stub = _recommender(server)
   deadline = time.time() + 30
   while "bandit" not in (response := stub.Recommend(
