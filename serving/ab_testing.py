@@ -74,13 +74,17 @@ SINGLE_VARIANT = Experiment("default", (Variant("default", 1.0),))
 
 
 def wilson_interval(clicks: int, shown: int) -> Tuple[float, float]:
+  """The Wilson score 95% interval of a CTR; exact at 0 and 1, where round-off would put the
+  bound past the observed rate."""
   if shown == 0:
     return 0.0, 1.0
   p = clicks / shown
   denominator = 1 + Z_95 ** 2 / shown
   centre = (p + Z_95 ** 2 / (2 * shown)) / denominator
   half = Z_95 * math.sqrt(p * (1 - p) / shown + Z_95 ** 2 / (4 * shown ** 2)) / denominator
-  return max(0.0, centre - half), min(1.0, centre + half)
+  low = 0.0 if clicks == 0 else max(0.0, min(p, centre - half))
+  high = 1.0 if clicks == shown else min(1.0, max(p, centre + half))
+  return low, high
 
 
 def two_proportion_p_value(clicks_a: int, shown_a: int, clicks_b: int, shown_b: int) -> float:

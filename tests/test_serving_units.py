@@ -47,6 +47,15 @@ def test_statistics_match_textbook_values():
   assert rows[0]["control"] and rows[1]["p_value_vs_control"] == pytest.approx(0.0477, abs=2e-4)
 
 
+def test_wilson_interval_holds_the_observed_rate_at_the_extremes():
+  # Round-off once put the bound of 0/3 above 0 and of 10/10 below 1 (a CI failure).
+  for shown in range(1, 400):
+    for clicks in (0, 1, shown // 2, shown - 1, shown):
+      low, high = wilson_interval(clicks, shown)
+      assert 0.0 <= low <= clicks / shown <= high <= 1.0, (clicks, shown)
+  assert wilson_interval(0, 3)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+
+
 def test_feedback_rows_are_durable_and_readable_by_the_pipeline(tmp_path):
   log = FeedbackLog(str(tmp_path))
   log.append([feedback_row("r1", "u1", "i1", "impression", 1, 0.5, "control", timestamp=10),
