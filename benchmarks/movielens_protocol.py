@@ -167,12 +167,14 @@ def top_100_accuracy(scorer: Scorer, train: Sequence[Rating], test: Sequence[Rat
 
 
 def train_through_pipeline(full_root: str, train: Sequence[Rating], work_dir: str,
-                           training: Dict[str, object]) -> Tuple[str, float]:
-  """Runs the whole pipeline on the training interactions; returns the trained model's dir."""
+                           pipeline: Dict[str, object]) -> Tuple[str, float]:
+  """Runs the whole pipeline on the training interactions; returns the trained model's dir.
+
+  `pipeline`: PipelineConfig fields (retrieval_training, history_scope, eval_fraction...)."""
   data_root = os.path.join(work_dir, "data")
   write_data_root(full_root, train, data_root)
   config = PipelineConfig(data_root=data_root, output_root=os.path.join(work_dir, "outputs"),
-                          retrieval_training=training, enable_cache=False)
+                          enable_cache=False, **pipeline)
   summary = local_runner.run(config)
   if summary["status"] != "succeeded":
     raise RuntimeError(f"pipeline failed: {summary.get('error')}")
@@ -186,6 +188,11 @@ def main(argv: List[str]) -> int:
   parser.add_argument("--epochs", type=int, default=None)
   parser.add_argument("--settings", default="{}",
                       help="retrieval trainer settings as JSON, e.g. '{\"history_mode\": \"bag\"}'")
+  parser.add_argument("--history_scope", default="all_training",
+                      help="the pipeline's history scope: both protocols split at random, so "
+                           "the order of a user's training ratings means nothing")
+  parser.add_argument("--eval_fraction", type=float, default=0.1,
+                      help="the pipeline's own eval hold-out, taken from the training part")
   parser.add_argument("--protocols", default="recommenders,tfrs")
   args = parser.parse_args(argv)
   work = args.output_root or tempfile.mkdtemp(prefix="movielens_protocol_")
@@ -196,12 +203,14 @@ def main(argv: List[str]) -> int:
   training = json.loads(args.settings)
   if args.epochs:
     training["epochs"] = args.epochs
-  result: Dict[str, object] = {"dataset": "MovieLens-100K", "training": training}
+  pipeline = {"retrieval_training": training, "history_scope": args.history_scope,
+              "eval_fraction": args.eval_fraction}
+  result: Dict[str, object] = {"dataset": "MovieLens-100K", "pipeline": pipeline}
   protocols = args.protocols.split(",")
   if "recommenders" in protocols:
     train, test = stratified_split(ratings, 0.75, seed=42)
     model_dir, seconds = train_through_pipeline(full_root, train, os.path.join(work, "ms"),
-                                                training)
+                                                pipeline)
     started = time.time()
     result["recommenders_protocol"] = {
         "split": "per-user stratified random 75/25, seed 42; top-10, training items removed",
@@ -211,7 +220,7 @@ def main(argv: List[str]) -> int:
   if "tfrs" in protocols:
     train, test = random_split(ratings, 0.8, seed=42)
     model_dir, seconds = train_through_pipeline(full_root, train, os.path.join(work, "tfrs"),
-                                                training)
+                                                pipeline)
     result["tfrs_tutorial_protocol"] = {
         "split": "random 80/20 of ratings, seed 42; top-100 of the whole catalog",
         "two_tower_top_100_accuracy": top_100_accuracy(Scorer(model_dir, full_root), train, test),

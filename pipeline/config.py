@@ -62,6 +62,10 @@ class PipelineConfig:
   schema_path: str = DEFAULT_SCHEMA
   # The latest fraction of every user's interactions is the eval split.
   eval_fraction: float = 0.1
+  # What each example's history holds: "earlier" (items from strictly earlier timestamps) or
+  # "all_training" (the user's other training items, for logs whose order means nothing); see
+  # pipeline/components/interaction_example_gen.py.
+  history_scope: str = "earlier"
   # Settings of trainer/retrieval_trainer.py (TrainingSettings): epochs, batch_size, strategy...
   retrieval_training: Dict[str, Any] = dataclasses.field(default_factory=dict)
   top_k: int = 100

@@ -54,7 +54,8 @@ def ranker_components(stage: RankerStage, config: PipelineConfig,
 
 def create_components(config: PipelineConfig) -> List[BaseNode]:
   """The components in execution order."""
-  example_gen = interaction_example_gen(config.data_root, config.eval_fraction)
+  example_gen = interaction_example_gen(config.data_root, config.eval_fraction,
+                                        config.history_scope)
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
   schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
   example_validator = tfx.components.ExampleValidator(

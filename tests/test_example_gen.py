@@ -6,7 +6,9 @@ import apache_beam as beam
 import pytest
 import tensorflow as tf
 
-from pipeline.components.interaction_example_gen import EVAL, TRAIN, JoinInteractions
+from pipeline.components.interaction_example_gen import (EVAL, HISTORY_ALL_TRAINING, TRAIN,
+                                                         JoinInteractions)
+from transform import features as F
 from pipeline.data.contract import ContractError
 
 INTERACTIONS = [
@@ -38,11 +40,11 @@ def make_data_root(root, interactions=INTERACTIONS, items=ITEMS, users=USERS):
   return str(root)
 
 
-def _run(data_root, eval_fraction=0.25):
+def _run(data_root, eval_fraction=0.25, history_scope="earlier"):
   """Runs the join in a real Beam pipeline; returns {split: [parsed example dicts]}."""
   out_dir = os.path.join(data_root, "_examples")
   with beam.Pipeline() as p:
-    splits = p | JoinInteractions(data_root, eval_fraction)
+    splits = p | JoinInteractions(data_root, eval_fraction, history_scope)
     for split, examples in splits.items():
       _ = examples | f"Write[{split}]" >> beam.io.WriteToTFRecord(
           os.path.join(out_dir, split), shard_name_template="")
@@ -132,3 +134,34 @@ def test_interactions_in_the_same_second_are_not_each_others_history(tmp_path):
   results = _run(make_data_root(tmp_path, interactions=interactions))
   history = {e["item_id"][0]: e["history"] for e in results[TRAIN] + results[EVAL]}
   assert history == {"i1": [], "i2": ["i1"], "i3": ["i1"], "i4": ["i3", "i2", "i1"]}
+
+
+def test_all_training_scope_gives_every_example_the_other_training_items(tmp_path):
+  results = _run(make_data_root(tmp_path), history_scope=HISTORY_ALL_TRAINING)
+  history = {e["item_id"][0]: e["history"] for e in results[TRAIN] + results[EVAL]
+             if e["user_id"] == ["u1"]}
+  # i5 is u1's eval item: in no history; each training item is left out of its own.
+  assert history == {"i1": ["i3", "i2"], "i2": ["i3", "i1"], "i3": ["i2", "i1"],
+                     "i5": ["i3", "i2", "i1"]}
+  lengths = {e["item_id"][0]: e["user_history_length"][0] for e in results[TRAIN] + results[EVAL]
+             if e["user_id"] == ["u1"]}
+  assert lengths == {"i1": 2, "i2": 2, "i3": 2, "i5": 3}
+
+
+def test_all_training_scope_keeps_the_most_recent_items_of_a_long_history(tmp_path):
+  n = F.HISTORY_LENGTH + 5
+  interactions = [("u1", f"i{t}", "rating", "4", str(100 + t)) for t in range(n)]
+  items = [(f"i{t}", f"Film {t}", "Drama", "1990") for t in range(n)]
+  results = _run(make_data_root(tmp_path, interactions=interactions, items=items),
+                 eval_fraction=0.01, history_scope=HISTORY_ALL_TRAINING)
+  assert [e["item_id"] for e in results[EVAL]] == [[f"i{n - 1}"]]  # at least one eval item
+  history = {e["item_id"][0]: e["history"] for e in results[TRAIN] + results[EVAL]}
+  latest = [f"i{t}" for t in range(n - 2, n - 2 - F.HISTORY_LENGTH - 1, -1)]  # training only
+  assert history["i0"] == history[f"i{n - 1}"] == latest[:F.HISTORY_LENGTH]
+  assert history[f"i{n - 2}"] == latest[1:]  # its own item is left out, one older comes in
+  assert history[f"i{n - 4}"] == [item for item in latest if item != f"i{n - 4}"]
+
+
+def test_unknown_history_scope_is_rejected(tmp_path):
+  with pytest.raises(ValueError, match="history_scope"):
+    JoinInteractions(str(tmp_path), 0.1, "future")

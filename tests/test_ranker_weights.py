@@ -73,14 +73,13 @@ def minilm():
 
 
 def test_mapping_covers_every_weight_once_and_every_checkpoint_array(minilm):
-  folder, _, arrays, backbone = minilm
+  _, _, arrays, backbone = minilm
   mapping = weight_mapping(backbone)
   variables = [id(variable) for _, variable, _ in mapping]
   assert len(set(variables)) == len(variables) == len(backbone.weights)
   assert {id(w) for w in backbone.weights} == set(variables)
   assert {key for key, _, _ in mapping} == set(arrays) - set(IGNORED_KEYS)
   assert backbone.count_params() == 22_713_216  # all-MiniLM-L6-v2 as published
-  assert os.path.basename(folder) == "model"
 
 
 def test_ported_backbone_reproduces_the_numpy_reference(minilm):
@@ -144,6 +143,22 @@ def test_loader_takes_any_bert_folder_of_the_same_layout(tmp_path, prefix, layer
   assert ids == [2, 5, 6, 7, 8, 9, 3]
   np.testing.assert_allclose(keras_embeddings(backbone, [ids])[0],
                              reference_embedding(arrays, config, np.array(ids)), atol=1e-5)
+
+
+def test_loader_rejects_a_checkpoint_of_another_layout(tmp_path):
+  folder = str(tmp_path / "other")
+  _write_tiny_checkpoint(folder, np.random.default_rng(0), "", ("weight", "bias"))
+  arrays = read_arrays(folder)
+  arrays["encoder.layer.0.attention.self.rotary.weight"] = np.zeros(8, np.float32)
+  save_file(arrays, os.path.join(folder, "model.safetensors"))
+  with pytest.raises(ValueError, match="does not have"):
+    load_backbone(folder)
+  del arrays["encoder.layer.1.output.dense.bias"], arrays[
+      "encoder.layer.0.attention.self.rotary.weight"]
+  save_file(arrays, os.path.join(folder, "model.safetensors"))
+  with pytest.raises(ValueError, match="lacks"):
+    load_backbone(folder)
+  assert load_backbone(folder, num_layers=1).num_layers == 1  # layer 1 is not needed
 
 
 def test_num_layers_keeps_the_first_layers_and_rejects_too_many(minilm):

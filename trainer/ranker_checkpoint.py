@@ -137,6 +137,11 @@ def _use_activation(backbone: keras_hub.models.BertBackbone, hidden_act: str) ->
         functions[hidden_act])
 
 
+def _in_dropped_layer(key: str, num_layers: int) -> bool:
+  parts = key.split(".")
+  return parts[:2] == ["encoder", "layer"] and int(parts[2]) >= num_layers
+
+
 def load_backbone(folder: str, num_layers: Optional[int] = None, dropout: float = 0.1,
                   dtype: Optional[str] = None) -> keras_hub.models.BertBackbone:
   """A BertBackbone with the checkpoint's weights; `num_layers` keeps only the first N layers
@@ -153,9 +158,14 @@ def load_backbone(folder: str, num_layers: Optional[int] = None, dropout: float 
   _use_activation(backbone, config.hidden_act)
   arrays = read_arrays(folder)
   mapping = weight_mapping(backbone)
-  missing = [key for key, _, _ in mapping if key not in arrays]
+  mapped = {key for key, _, _ in mapping}
+  missing = sorted(mapped - set(arrays))
   if missing:
     raise ValueError(f"{folder}: checkpoint lacks {missing[:5]} ({len(missing)} missing)")
+  unknown = sorted(key for key in set(arrays) - mapped - set(IGNORED_KEYS)
+                   if not _in_dropped_layer(key, layers))
+  if unknown:
+    raise ValueError(f"{folder}: arrays this BERT layout does not have: {unknown[:5]}")
   for key, variable, transform in mapping:
     value = transform(arrays[key], tuple(variable.shape))
     variable.assign(value.astype(keras.backend.standardize_dtype(variable.dtype)))

@@ -5,7 +5,7 @@ sees candidate groups [groups, candidates, tokens]; serving sees flat pairs [pai
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Callable, Dict
 
 import keras
 import keras_hub
@@ -63,7 +63,7 @@ def listwise_softmax_loss(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
   return -keras.ops.sum(target * keras.ops.log_softmax(logits, axis=-1), axis=-1)
 
 
-def loss_function(name: str) -> keras.losses.Loss | object:
+def loss_function(name: str) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
   """Pointwise binary cross-entropy (the default, y = M(x, q) per pair) or listwise softmax."""
   if name == POINTWISE:
     return keras.losses.BinaryCrossentropy(from_logits=True)

@@ -43,12 +43,52 @@ def _duplicate_error(table: str, key: str, rows: List[Mapping[str, Any]]) -> con
       f"{table}: duplicate {table[:-1]} id {key!r} in rows {sources}; ids must be unique")
 
 
-def user_timeline(user_id: str, grouped: Mapping[str, Iterable[Dict[str, Any]]], eval_fraction: float
-                  ) -> Iterator[Tuple[str, Dict[str, Any]]]:
+# What an example's history holds: the user's items from strictly earlier timestamps (a sequence,
+# for logs whose order means something), or all the user's other training-split items (a profile,
+# for logs whose order doesn't: bulk ratings, catalogs rated in one sitting). Neither ever holds an
+# eval-split item in a training example.
+HISTORY_EARLIER = "earlier"
+HISTORY_ALL_TRAINING = "all_training"
+HISTORY_SCOPES = (HISTORY_EARLIER, HISTORY_ALL_TRAINING)
+
+
+def _earlier_items(events: List[Dict[str, Any]]) -> Iterator[Tuple[List[str], int]]:
+  """Per event: (the items of strictly earlier timestamps, most recent HISTORY_LENGTH first;
+  how many there are).
+
+  Events in the same second are simultaneous (bulk ratings are), so none is another's history.
+  """
+  earlier: List[str] = []
+  same_second: List[str] = []
+  for position, row in enumerate(events):
+    if same_second and row["timestamp"] != events[position - 1]["timestamp"]:
+      earlier.extend(same_second)
+      same_second = []
+    same_second.append(row["item_id"])
+    yield earlier[-F.HISTORY_LENGTH:][::-1], len(earlier)
+
+
+def _other_training_items(events: List[Dict[str, Any]], first_eval: int
+                          ) -> Iterator[Tuple[List[str], int]]:
+  """Per event: (the user's training-split items other than its own, most recent
+  HISTORY_LENGTH first; how many there are)."""
+  training = [row["item_id"] for row in events[:first_eval]]
+  for position in range(len(events)):
+    if position >= first_eval:
+      yield training[-F.HISTORY_LENGTH:][::-1], len(training)
+      continue
+    start = max(0, first_eval - F.HISTORY_LENGTH - 1)
+    others = [item for i, item in enumerate(training[start:], start) if i != position]
+    yield others[-F.HISTORY_LENGTH:][::-1], len(training) - 1
+
+
+def user_timeline(user_id: str, grouped: Mapping[str, Iterable[Dict[str, Any]]], eval_fraction: float,
+                  history_scope: str = HISTORY_EARLIER) -> Iterator[Tuple[str, Dict[str, Any]]]:
   """Orders one user's positive interactions by time and emits (item_id, example fields).
 
-  Each example carries the items the user interacted with strictly before it (most recent
-  first) and the split: the latest `eval_fraction` of the user's interactions are eval.
+  Each example carries the user's history (see HISTORY_SCOPES; the most recent
+  HISTORY_LENGTH items, most recent first) and the split: the latest `eval_fraction` of the
+  user's interactions are eval.
   """
   user_rows = list(grouped[contract.USERS])
   if len(user_rows) > 1:
@@ -60,15 +100,9 @@ def user_timeline(user_id: str, grouped: Mapping[str, Iterable[Dict[str, Any]]],
     return
   user = user_rows[0] if user_rows else {}
   first_eval = len(events) - _eval_count(len(events), eval_fraction)
-  # Items from strictly earlier timestamps: events in the same second are simultaneous (bulk
-  # ratings are), so none of them is another's history.
-  earlier: List[str] = []
-  same_second: List[str] = []
-  for position, row in enumerate(events):
-    if same_second and row["timestamp"] != events[position - 1]["timestamp"]:
-      earlier.extend(same_second)
-      same_second = []
-    same_second.append(row["item_id"])
+  histories = (_earlier_items(events) if history_scope == HISTORY_EARLIER
+               else _other_training_items(events, first_eval))
+  for position, (row, (history, history_length)) in enumerate(zip(events, histories)):
     fields = {
         F.USER_ID: user_id,
         F.ITEM_ID: row["item_id"],
@@ -77,9 +111,9 @@ def user_timeline(user_id: str, grouped: Mapping[str, Iterable[Dict[str, Any]]],
         F.TIMESTAMP: row["timestamp"],
         F.QUERY: row["query"],
         F.SESSION_ID: row["session_id"],
-        F.HISTORY: earlier[-F.HISTORY_LENGTH:][::-1],
-        F.USER_HISTORY_LENGTH: len(earlier),
-        F.ACTIVITY_SEGMENT: F.activity_segment(len(earlier)),
+        F.HISTORY: history,
+        F.USER_HISTORY_LENGTH: history_length,
+        F.ACTIVITY_SEGMENT: F.activity_segment(history_length),
         F.AGE: user.get("age"),
         F.GENDER: user.get("gender"),
         F.OCCUPATION: user.get("occupation"),
@@ -139,10 +173,13 @@ def to_example(fields: Mapping[str, Any]) -> bytes:
 class JoinInteractions(beam.PTransform):
   """Raw tables under a data root -> {split name: serialized tf.Examples}."""
 
-  def __init__(self, data_root: str, eval_fraction: float):
+  def __init__(self, data_root: str, eval_fraction: float, history_scope: str = HISTORY_EARLIER):
     super().__init__()
+    if history_scope not in HISTORY_SCOPES:
+      raise ValueError(f"history_scope must be one of {HISTORY_SCOPES}, got {history_scope!r}")
     self._data_root = data_root
     self._eval_fraction = eval_fraction
+    self._history_scope = history_scope
 
   def expand(self, pbegin: beam.pvalue.PBegin) -> Dict[str, beam.PCollection]:
     tables = {table: (pbegin | f"Read[{table}]" >> ReadTable(self._data_root, table))
@@ -153,9 +190,9 @@ class JoinInteractions(beam.PTransform):
         contract.USERS: tables[contract.USERS] | "KeyUsers" >> beam.Map(
             lambda row: (row["user_id"], row)),
     } | "GroupByUser" >> beam.CoGroupByKey())
-    eval_fraction = self._eval_fraction
+    eval_fraction, history_scope = self._eval_fraction, self._history_scope
     rows = by_user | "Timeline" >> beam.FlatMap(
-        lambda keyed: user_timeline(keyed[0], keyed[1], eval_fraction))
+        lambda keyed: user_timeline(keyed[0], keyed[1], eval_fraction, history_scope))
     joined = ({
         "interactions": rows,
         contract.ITEMS: tables[contract.ITEMS] | "KeyItems" >> beam.Map(
@@ -190,14 +227,17 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
     settings = _custom_settings(exec_properties)
     data_root = exec_properties[standard_component_specs.INPUT_BASE_KEY]
     return pipeline | "JoinInteractions" >> JoinInteractions(
-        data_root, float(settings.get("eval_fraction", 0.1)))
+        data_root, float(settings.get("eval_fraction", 0.1)),
+        settings.get("history_scope", HISTORY_EARLIER))
 
 
-def interaction_example_gen(data_root: str, eval_fraction: float = 0.1
-                            ) -> FileBasedExampleGen:
+def interaction_example_gen(data_root: str, eval_fraction: float = 0.1,
+                            history_scope: str = HISTORY_EARLIER) -> FileBasedExampleGen:
   """The component: every file under the data root's table folders is one input span."""
+  if history_scope not in HISTORY_SCOPES:
+    raise ValueError(f"history_scope must be one of {HISTORY_SCOPES}, got {history_scope!r}")
   settings = struct_pb2.Struct()
-  settings.update({"eval_fraction": eval_fraction})
+  settings.update({"eval_fraction": eval_fraction, "history_scope": history_scope})
   packed = any_pb2.Any()
   packed.Pack(settings)
   return FileBasedExampleGen(

@@ -216,6 +216,11 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
   parser.add_argument("--output_root", default=os.path.join(REPO_ROOT, "outputs"))
   parser.add_argument("--pipeline_name", default="recsys")
   parser.add_argument("--schema_path", default=None, help="curated schema (schema.pbtxt)")
+  parser.add_argument("--history_scope", choices=("earlier", "all_training"), default="earlier",
+                      help="each example's history: items from strictly earlier timestamps, or "
+                           "the user's other training items (logs whose order means nothing)")
+  parser.add_argument("--eval_fraction", type=float, default=0.1,
+                      help="the latest fraction of each user's interactions held out for eval")
   parser.add_argument("--epochs", type=int, default=None)
   parser.add_argument("--batch_size", type=int, default=None)
   parser.add_argument("--strategy", default=None, help="default, mirrored or tpu")
@@ -260,6 +265,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
                                 "strategy": args.strategy}.items() if v is not None}
   config = PipelineConfig(data_root=data_root, output_root=args.output_root,
                           pipeline_name=args.pipeline_name, retrieval_training=training,
+                          eval_fraction=args.eval_fraction, history_scope=args.history_scope,
                           enable_cache=not args.no_cache)
   if args.schema_path:
     config.schema_path = args.schema_path
