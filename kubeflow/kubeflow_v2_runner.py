@@ -1,9 +1,10 @@
 """Compiles the same pipeline for Kubeflow Pipelines (v2 / Vertex AI Pipelines).
 
     python -m kubeflow.kubeflow_v2_runner --image IMAGE --data_root gs://... \
-        --output_root gs://... [--beam_pipeline_args --runner=DataflowRunner --project=...]
+        --output_root gs://... [--ranker] [--bandit] [any local_runner pipeline flag] \
+        [-- --runner=DataflowRunner --project=... (Beam's flags, after a lone --)]
 
-writes a pipeline JSON to submit with the KFP client or Vertex AI. The image is built from
+takes the local runner's pipeline flags (pipeline/runners/local_runner.py) and writes a pipeline JSON to submit with the KFP client or Vertex AI. The image is built from
 kubeflow/Dockerfile and holds this repository, so every component finds its code.
 """
 from __future__ import annotations
@@ -19,6 +20,8 @@ from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner  # noqa: E402
 
 from pipeline import pipeline_def  # noqa: E402
 from pipeline.config import PipelineConfig  # noqa: E402
+from pipeline.runners.local_runner import (add_pipeline_arguments, config_from_args,  # noqa: E402
+                                           parse_pipeline_args)
 
 
 def compile_pipeline(config: PipelineConfig, image: str, output_dir: str,
@@ -37,11 +40,12 @@ def main(argv: List[str]) -> int:
   parser.add_argument("--image", required=True, help="container image built from kubeflow/Dockerfile")
   parser.add_argument("--data_root", required=True)
   parser.add_argument("--output_root", required=True, help="pipeline root and serving root")
-  parser.add_argument("--output_dir", default=".")
-  parser.add_argument("--beam_pipeline_args", nargs="*", default=[])
-  args = parser.parse_args(argv)
-  config = PipelineConfig(data_root=args.data_root, output_root=args.output_root,
-                          beam_pipeline_args=args.beam_pipeline_args)
+  parser.add_argument("--output_dir", default=".", help="where the pipeline JSON is written")
+  add_pipeline_arguments(parser)
+  args = parse_pipeline_args(parser, argv)
+  config = config_from_args(args)
+  if args.beam_pipeline_args is None:  # the local runner's in-memory default does not fit
+    config.beam_pipeline_args = []
   print(compile_pipeline(config, args.image, args.output_dir))
   return 0
 

@@ -22,6 +22,7 @@ from agents.component import BanditPolicyTrainer
 from pipeline.config import (BANDIT_MODEL_NAME, RANKER_MODEL_NAME, RETRIEVAL_MODEL_NAME,
                              PipelineConfig, RankerStage)
 from trainer import ranker_examples
+from trainer.retrieval_trainer import TrainingSettings
 
 PREPROCESSING_FN = "transform.preprocessing.preprocessing_fn"
 RETRIEVAL_RUN_FN = "trainer.retrieval_trainer.run_fn"
@@ -70,6 +71,8 @@ def create_components(config: PipelineConfig) -> List[BaseNode]:
       splits_config=tfx.proto.SplitsConfig(analyze=[TRAIN], transform=[TRAIN, EVAL]))
   transform.add_upstream_node(validation_gate)  # anomalies stop the run before Transform
 
+  retrieval_settings = {**config.retrieval_training, "top_k": config.top_k}
+  TrainingSettings.from_config(retrieval_settings)  # a misspelt setting fails now, not in the Trainer
   trainer = tfx.components.Trainer(
       run_fn=RETRIEVAL_RUN_FN,
       examples=transform.outputs["transformed_examples"],
@@ -77,7 +80,7 @@ def create_components(config: PipelineConfig) -> List[BaseNode]:
       schema=schema_gen.outputs["schema"],
       train_args=tfx.proto.TrainArgs(splits=[TRAIN]),
       eval_args=tfx.proto.EvalArgs(splits=[EVAL]),
-      custom_config={**config.retrieval_training, "top_k": config.top_k}
+      custom_config=retrieval_settings
   ).with_id(RETRIEVAL_TRAINER)
   popularity = PopularityBaseline(examples=example_gen.outputs["examples"], top_k=config.top_k)
   popularity.add_upstream_node(validation_gate)

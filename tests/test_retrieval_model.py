@@ -32,6 +32,7 @@ def _catalog(batch):
     TowerConfig(catalog_negatives=0, in_batch_negatives=True),  # in-batch, logQ-corrected
     TowerConfig(catalog_negatives=4, in_batch_negatives=True),  # mixed
     TowerConfig(dropout=0.1, id_l2=1e-4, use_history=False),
+    TowerConfig(item_bias=True),
 ])
 def test_towers_embed_on_the_unit_sphere_and_training_lowers_the_loss(config):
   batch = {k: tf.constant(v) for k, v in _batch().items()}
@@ -39,8 +40,9 @@ def test_towers_embed_on_the_unit_sphere_and_training_lowers_the_loss(config):
   model.compile(optimizer=tf.keras.optimizers.Adam(0.05))
   queries = model.query_tower(batch).numpy()
   candidates = model.candidate_tower(batch).numpy()
-  assert queries.shape == candidates.shape == (6, config.embedding_dim)
-  assert np.linalg.norm(queries, axis=1) == pytest.approx(1.0, abs=1e-5)
+  assert queries.shape == candidates.shape == (6, config.output_dim)
+  unit = queries[:, :config.embedding_dim]  # with item_bias: then 1 (query), the bias (item)
+  assert np.linalg.norm(unit, axis=1) == pytest.approx(1.0, abs=1e-5)
   first = float(model.compute_loss(batch, training=False))
   dataset = tf.data.Dataset.from_tensors(batch).repeat(30)
   model.fit(dataset, epochs=1, verbose=0)
@@ -63,3 +65,20 @@ def test_settings_split_training_and_model_fields():
   assert settings.epochs == 2 and settings.tower.temperature == 0.1
   with pytest.raises(ValueError, match="unknown settings"):
     TrainingSettings.from_config({"epoch": 2})
+
+
+def test_item_bias_is_one_more_dimension_that_a_dot_product_adds():
+  batch = {k: tf.constant(v) for k, v in _batch().items()}
+  config = TowerConfig(item_bias=True)
+  model = TwoTowerModel(VOCAB, np.full(VOCAB.items, 0.5, np.float32), config, _catalog(_batch()))
+  model.compile(optimizer=tf.keras.optimizers.Adam(0.05))
+  model.fit(tf.data.Dataset.from_tensors(batch).repeat(30), epochs=1, verbose=0)
+  queries = model.query_tower(batch, training=False).numpy()
+  candidates = model.candidate_tower(batch, training=False).numpy()
+  assert np.all(queries[:, -1] == 1.0)
+  bias = model.candidate_tower.item_bias(batch[F.ITEM_INDEX]).numpy()[:, 0]
+  assert np.any(bias != 0.0)  # learned
+  np.testing.assert_allclose(candidates[:, -1], bias)
+  np.testing.assert_allclose(
+      queries @ candidates.T,
+      queries[:, :-1] @ candidates[:, :-1].T + bias[np.newaxis, :], rtol=1e-5, atol=1e-6)

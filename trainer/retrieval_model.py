@@ -44,9 +44,18 @@ class TowerConfig:
   in_batch_negatives: bool = False
   dropout: float = 0.3
   id_l2: float = 0.0
-  # False: the query ignores the history (a profile-only query). Next-item retrieval needs the
-  # history; static, random-split protocols score better without it.
+  # False: the query ignores the history (a profile-only query).
   use_history: bool = True
+  # A learned score per item added to every query's score (its popularity, which unit-norm
+  # towers can only express through direction). Exported as one more dimension: the candidate
+  # embedding ends with the bias, the query embedding with 1, so a dot product (TF Serving's
+  # top-K or an external index) still gives the whole score.
+  item_bias: bool = False
+
+  @property
+  def output_dim(self) -> int:
+    """Width of both towers' embeddings."""
+    return self.embedding_dim + int(self.item_bias)
 
 
 def _masked_mean(embedding: tf.keras.layers.Embedding, indices: tf.Tensor) -> tf.Tensor:
@@ -87,6 +96,7 @@ class QueryTower(tf.keras.Model):
     self.item_embedding = item_embedding
     self.head = _Head(config)
     self._use_history = config.use_history
+    self._item_bias = config.item_bias
 
   def call(self, inputs: Dict[str, tf.Tensor], training: Optional[bool] = None) -> tf.Tensor:
     parts = [self.user_embedding(inputs[F.USER_INDEX])]
@@ -95,7 +105,10 @@ class QueryTower(tf.keras.Model):
     parts += [self.gender_embedding(inputs[F.GENDER_INDEX]),
               self.occupation_embedding(inputs[F.OCCUPATION_INDEX]),
               tf.reshape(inputs[F.AGE_Z], [-1, 1])]
-    return self.head(tf.concat(parts, axis=1), training=training)
+    embedding = self.head(tf.concat(parts, axis=1), training=training)
+    if self._item_bias:  # meets the candidate's bias in the dot product
+      embedding = tf.concat([embedding, tf.ones_like(embedding[:, :1])], axis=1)
+    return embedding
 
 
 class CandidateTower(tf.keras.Model):
@@ -109,15 +122,20 @@ class CandidateTower(tf.keras.Model):
     self.category_projection = tf.keras.layers.Dense(16, use_bias=False)
     self.year_embedding = tf.keras.layers.Embedding(F.YEAR_BUCKETS + 1, 8)
     self.head = _Head(config)
+    self.item_bias = (tf.keras.layers.Embedding(vocab.items, 1, embeddings_initializer="zeros")
+                      if config.item_bias else None)
 
   def call(self, inputs: Dict[str, tf.Tensor], training: Optional[bool] = None) -> tf.Tensor:
-    return self.head(tf.concat([
+    embedding = self.head(tf.concat([
         self.item_embedding(inputs[F.ITEM_INDEX]),
         _masked_mean(self.token_embedding, inputs[F.TITLE_TOKENS]),
         self.category_projection(inputs[F.CATEGORY_MULTI_HOT]),
         self.year_embedding(inputs[F.YEAR_BUCKET]),
         tf.reshape(inputs[F.YEAR_Z], [-1, 1]),
     ], axis=1), training=training)
+    if self.item_bias is not None:
+      embedding = tf.concat([embedding, self.item_bias(inputs[F.ITEM_INDEX])], axis=1)
+    return embedding
 
 
 class TwoTowerModel(tfrs.Model):

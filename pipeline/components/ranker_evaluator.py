@@ -9,7 +9,6 @@ ranker to recommendations and searches alike, and a win on (synthetic) searches 
 a loss on recommendations.
 """
 
-import json
 import os
 from typing import Dict, List, Mapping, Sequence, Tuple
 
@@ -19,17 +18,16 @@ import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 from tfx.types import standard_artifacts
 
+from pipeline.components.evaluation_report import EvaluationReport, Metrics
 from pipeline.components.popularity_baseline import SERVING_DIR
 from pipeline.components.ranker_metrics import RankerMetrics, all_metric_names
-from pipeline.components.retrieval_evaluator import (OVERALL, load_metrics, run_tfma,
-                                                     write_blessing)
+from pipeline.components.retrieval_evaluator import load_metrics, run_tfma, write_blessing
 from trainer import ranker_examples as E
 
 CANDIDATE, RETRIEVAL_ORDER = "candidate", "retrieval_order"
 EVERY_KIND = f"{E.QUERY_KIND}=*"
-METRICS_JSON, METRICS_HTML = "ranker_metrics.json", "ranker_metrics.html"
-# metrics[model][slice][metric] = value
-Metrics = Dict[str, Dict[str, Dict[str, float]]]
+REPORT = EvaluationReport("Ranker evaluation", "ranker_metrics.json", "ranker_metrics.html",
+                          all_metric_names(), (CANDIDATE, RETRIEVAL_ORDER))
 
 
 class RetrievalOrder(tf.Module):
@@ -91,25 +89,6 @@ def blessing_decision(metrics: Metrics, gate_metrics: Sequence[str], gate_slices
   return blessed, reasons
 
 
-def metrics_table(metrics: Metrics, slice_name: str = OVERALL) -> str:
-  """A fixed-width table: one row per metric, one column per model."""
-  models = [m for m in (CANDIDATE, RETRIEVAL_ORDER) if m in metrics]
-  lines = [f"{'metric':<14}" + "".join(f"{m:>16}" for m in models)]
-  for name in all_metric_names():
-    lines.append(f"{name:<14}" + "".join(
-        f"{metrics[m].get(slice_name, {}).get(name, float('nan')):>16.4f}" for m in models))
-  return "\n".join(lines)
-
-
-def _html(metrics: Metrics, blessed: bool, reasons: Sequence[str]) -> str:
-  sections = [f"<h2>{s}</h2><pre>{metrics_table(metrics, s)}</pre>"
-              for s in sorted(metrics[CANDIDATE], key=lambda s: (s != OVERALL, s))]
-  verdict = "BLESSED" if blessed else "NOT BLESSED"
-  return (f"<html><body><h1>Ranker evaluation: {verdict}</h1><ul>"
-          + "".join(f"<li>{r}</li>" for r in reasons) + "</ul>" + "".join(sections)
-          + "</body></html>")
-
-
 @tfx.dsl.components.component(use_beam=True)
 def RankerEvaluator(  # pylint: disable=invalid-name
     groups: tfx.dsl.components.InputArtifact[standard_artifacts.Examples],
@@ -133,9 +112,4 @@ def RankerEvaluator(  # pylint: disable=invalid-name
   metrics = load_metrics(evaluation.uri)
   blessed, reasons = blessing_decision(metrics, gate_metrics.split(","), gate_slices.split(","))
   write_blessing(blessing, model, blessed)
-  summary = {"blessed": blessed, "reasons": reasons, "metrics": metrics}
-  with tf.io.gfile.GFile(os.path.join(evaluation.uri, METRICS_JSON), "w") as f:
-    json.dump(summary, f, indent=2, sort_keys=True)
-  with tf.io.gfile.GFile(os.path.join(evaluation.uri, METRICS_HTML), "w") as f:
-    f.write(_html(metrics, blessed, reasons))
-  print(metrics_table(metrics), "\n" + "\n".join(reasons), flush=True)
+  REPORT.publish(evaluation.uri, metrics, blessed, reasons)

@@ -7,9 +7,8 @@ results: the candidate must beat popularity on every gate metric, and must not f
 `tolerance` below the last blessed model on any of them.
 """
 
-import json
 import os
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import List, Mapping, Sequence, Tuple
 
 import apache_beam as beam
 import tensorflow as tf
@@ -19,14 +18,12 @@ from tfx.components.evaluator import constants
 from tfx.types import standard_artifacts
 from tfx_bsl.tfxio import tf_example_record
 
+from pipeline.components.evaluation_report import OVERALL, EvaluationReport, Metrics
 from pipeline.components.popularity_baseline import SERVING_DIR
 from pipeline.components.retrieval_metrics import RetrievalMetrics, metric_names
 from transform import features as F
 
 CANDIDATE, POPULARITY, LAST_BLESSED = "candidate", "popularity", "last_blessed"
-OVERALL = "overall"
-# metrics[model][slice][metric] = value
-Metrics = Dict[str, Dict[str, Dict[str, float]]]
 
 
 def eval_config(model_names: Sequence[str], slice_features: Sequence[str]) -> tfma.EvalConfig:
@@ -80,24 +77,9 @@ def blessing_decision(metrics: Metrics, gate_metrics: Sequence[str], tolerance: 
   return blessed, reasons
 
 
-def metrics_table(metrics: Metrics, slice_name: str = OVERALL) -> str:
-  """A fixed-width table: one row per metric, one column per model."""
-  models = [m for m in (CANDIDATE, POPULARITY, LAST_BLESSED) if m in metrics]
-  lines = [f"{'metric':<14}" + "".join(f"{m:>14}" for m in models)]
-  for name in metric_names():
-    lines.append(f"{name:<14}" + "".join(
-        f"{metrics[m].get(slice_name, {}).get(name, float('nan')):>14.4f}" for m in models))
-  return "\n".join(lines)
-
-
-def _html(metrics: Metrics, blessed: bool, reasons: Sequence[str]) -> str:
-  sections = []
-  for slice_name in sorted(metrics[CANDIDATE], key=lambda s: (s != OVERALL, s)):
-    sections.append(f"<h2>{slice_name}</h2><pre>{metrics_table(metrics, slice_name)}</pre>")
-  verdict = "BLESSED" if blessed else "NOT BLESSED"
-  return (f"<html><body><h1>Retrieval evaluation: {verdict}</h1><ul>"
-          + "".join(f"<li>{r}</li>" for r in reasons) + "</ul>" + "".join(sections)
-          + "</body></html>")
+REPORT = EvaluationReport("Retrieval evaluation", "retrieval_metrics.json",
+                          "retrieval_metrics.html", metric_names(),
+                          (CANDIDATE, POPULARITY, LAST_BLESSED))
 
 
 def write_blessing(blessing: standard_artifacts.ModelBlessing, model: standard_artifacts.Model,
@@ -161,9 +143,4 @@ def RetrievalEvaluator(  # pylint: disable=invalid-name
   metrics = load_metrics(evaluation.uri)
   blessed, reasons = blessing_decision(metrics, gate_metrics.split(","), tolerance)
   write_blessing(blessing, model, blessed)
-  summary = {"blessed": blessed, "reasons": reasons, "metrics": metrics}
-  with tf.io.gfile.GFile(os.path.join(evaluation.uri, "retrieval_metrics.json"), "w") as f:
-    json.dump(summary, f, indent=2, sort_keys=True)
-  with tf.io.gfile.GFile(os.path.join(evaluation.uri, "retrieval_metrics.html"), "w") as f:
-    f.write(_html(metrics, blessed, reasons))
-  print(metrics_table(metrics), "\n" + "\n".join(reasons), flush=True)
+  REPORT.publish(evaluation.uri, metrics, blessed, reasons)

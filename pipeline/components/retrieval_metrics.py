@@ -7,14 +7,15 @@ recall@k is hits / 1 per example (one relevant item); MRR counts ranks within th
 """
 from __future__ import annotations
 
-import dataclasses
+import functools
 import math
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
-import apache_beam as beam
 import numpy as np
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.metrics import metric_types
+
+from pipeline.components.metric_sums import per_model_computations
 
 CUTOFFS: Sequence[int] = (10, 50, 100)
 NDCG_CUTOFF = 10
@@ -37,73 +38,28 @@ def label_rank(label: np.ndarray, item_ids: np.ndarray) -> Optional[int]:
   return int(hits[0]) + 1 if hits.size else None
 
 
-@dataclasses.dataclass
-class _Accumulator:
-  examples: float = 0.0
-  hits: Dict[int, float] = dataclasses.field(default_factory=dict)
-  dcg: float = 0.0
-  reciprocal_rank: float = 0.0
+def _example_values(cutoffs: Sequence[int], label, predictions) -> Dict[str, float]:
+  """Hits at each cutoff, DCG and reciprocal rank of one example's single relevant item."""
+  rank = label_rank(label, predictions[IDS_OUTPUT])
+  values = {f"hits@{k}": float(rank is not None and rank <= k) for k in cutoffs}
+  values["dcg"] = 1.0 / math.log2(rank + 1) if rank is not None and rank <= NDCG_CUTOFF else 0.0
+  values["reciprocal_rank"] = 1.0 / rank if rank is not None else 0.0
+  return values
 
 
-class _RankCombiner(beam.CombineFn):
-  """Sums per-example hits, DCG and reciprocal ranks; turns them into the metrics at the end."""
-
-  def __init__(self, keys: Dict[str, metric_types.MetricKey], model_name: str,
-               cutoffs: Sequence[int]):
-    self._keys = keys
-    self._model_name = model_name
-    self._cutoffs = tuple(cutoffs)
-
-  def create_accumulator(self) -> _Accumulator:
-    return _Accumulator(hits={k: 0.0 for k in self._cutoffs})
-
-  def add_input(self, acc: _Accumulator, element: metric_types.StandardMetricInputs
-                ) -> _Accumulator:
-    predictions = element.get_predictions(model_name=self._model_name)
-    rank = label_rank(element.get_labels(model_name=self._model_name), predictions[IDS_OUTPUT])
-    acc.examples += 1
-    if rank is not None:
-      for k in self._cutoffs:
-        acc.hits[k] += rank <= k
-      acc.dcg += 1.0 / math.log2(rank + 1) if rank <= NDCG_CUTOFF else 0.0
-      acc.reciprocal_rank += 1.0 / rank
-    return acc
-
-  def merge_accumulators(self, accumulators: Iterable[_Accumulator]) -> _Accumulator:
-    merged = self.create_accumulator()
-    for acc in accumulators:
-      merged.examples += acc.examples
-      merged.dcg += acc.dcg
-      merged.reciprocal_rank += acc.reciprocal_rank
-      for k in self._cutoffs:
-        merged.hits[k] += acc.hits[k]
-    return merged
-
-  def extract_output(self, acc: _Accumulator) -> Dict[metric_types.MetricKey, float]:
-    n = max(acc.examples, 1.0)
-    values = {"example_count": acc.examples, f"ndcg@{NDCG_CUTOFF}": acc.dcg / n,
-              "mrr": acc.reciprocal_rank / n}
-    for k in self._cutoffs:
-      recall, precision = acc.hits[k] / n, acc.hits[k] / (n * k)
-      values[f"recall@{k}"] = recall
-      values[f"precision@{k}"] = precision
-      values[f"f1@{k}"] = (2 * precision * recall / (precision + recall)
-                           if precision + recall else 0.0)
-    return {self._keys[name]: value for name, value in values.items()}
-
-
-def per_model_computations(names: Sequence[str],
-                           make_combiner: Callable[[Dict[str, metric_types.MetricKey], str],
-                                                   beam.CombineFn],
-                           model_names: Optional[List[str]]) -> metric_types.MetricComputations:
-  """One computation per model, its combiner producing every metric in `names`."""
-  computations = []
-  for model_name in model_names or [""]:
-    keys = {metric: metric_types.MetricKey(name=metric, model_name=model_name)
-            for metric in names}
-    computations.append(metric_types.MetricComputation(
-        keys=list(keys.values()), preprocessors=None, combiner=make_combiner(keys, model_name)))
-  return computations
+def _metrics(cutoffs: Sequence[int], examples: float, totals: Dict[str, float]
+             ) -> Dict[str, float]:
+  n = max(examples, 1.0)
+  values = {"example_count": examples, f"ndcg@{NDCG_CUTOFF}": totals.get("dcg", 0.0) / n,
+            "mrr": totals.get("reciprocal_rank", 0.0) / n}
+  for k in cutoffs:
+    hits = totals.get(f"hits@{k}", 0.0)
+    recall, precision = hits / n, hits / (n * k)
+    values[f"recall@{k}"] = recall
+    values[f"precision@{k}"] = precision
+    values[f"f1@{k}"] = (2 * precision * recall / (precision + recall)
+                         if precision + recall else 0.0)
+  return values
 
 
 def _computations(cutoffs: Sequence[int] = CUTOFFS, name: str = "retrieval",
@@ -112,8 +68,9 @@ def _computations(cutoffs: Sequence[int] = CUTOFFS, name: str = "retrieval",
                   output_names: Optional[List[str]] = None,
                   **unused) -> metric_types.MetricComputations:
   del name, eval_config, output_names, unused
-  return per_model_computations(
-      metric_names(cutoffs), lambda keys, model: _RankCombiner(keys, model, cutoffs), model_names)
+  return per_model_computations(metric_names(cutoffs),
+                                functools.partial(_example_values, tuple(cutoffs)),
+                                functools.partial(_metrics, tuple(cutoffs)), model_names)
 
 
 class RetrievalMetrics(tfma.metrics.Metric):

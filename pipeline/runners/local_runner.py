@@ -3,6 +3,9 @@
     python -m pipeline.runners.local_runner --movielens            # the demo, end to end
     python -m pipeline.runners.local_runner --data_root DIR        # your own logs
     python -m pipeline.runners.local_runner --data_root DIR --ranker   # ... with the ranker
+    python -m pipeline.runners.local_runner --data_root gs://... -- --runner=DataflowRunner ...
+
+Flags after a lone `--` go to every Beam component (runner, project, workers).
 
 Prints per-component progress, then the evaluation tables beside the baselines, the blessings
 and where the models were pushed; the same goes to a run summary JSON whose path is the last line.
@@ -31,7 +34,7 @@ from tfx.orchestration import metadata  # noqa: E402
 
 from pipeline import pipeline_def  # noqa: E402
 from pipeline.components import ranker_evaluator  # noqa: E402
-from pipeline.components.retrieval_evaluator import metrics_table  # noqa: E402
+from pipeline.components.retrieval_evaluator import REPORT as RETRIEVAL_REPORT  # noqa: E402
 from pipeline.config import (BANDIT_MODEL_NAME, RANKER_MODEL_NAME, REPO_ROOT,  # noqa: E402
                              RETRIEVAL_MODEL_NAME, PipelineConfig, RankerStage)
 from pipeline.data.movielens import convert_movielens_100k  # noqa: E402
@@ -108,12 +111,13 @@ def run_outcome(config: PipelineConfig) -> Dict[str, Any]:
   """The retriever's outcome at the top level; the ranker's, when it ran, under "ranker"."""
   with metadata.Metadata(metadata.sqlite_metadata_connection_config(config.metadata_path)) as m:
     outcome = _stage_outcome(m.store, config.pipeline_name, pipeline_def.RETRIEVAL_EVALUATOR,
-                             RETRIEVAL_MODEL_NAME, "retrieval_metrics.json",
-                             "retrieval_metrics.html")
+                             RETRIEVAL_MODEL_NAME, RETRIEVAL_REPORT.json_name,
+                             RETRIEVAL_REPORT.html_name)
     if config.ranker is not None:
       outcome["ranker"] = _stage_outcome(
           m.store, config.pipeline_name, ranker_evaluator.RankerEvaluator.__name__,
-          RANKER_MODEL_NAME, ranker_evaluator.METRICS_JSON, ranker_evaluator.METRICS_HTML)
+          RANKER_MODEL_NAME, ranker_evaluator.REPORT.json_name,
+          ranker_evaluator.REPORT.html_name)
     if config.bandit:
       outcome["bandit"] = _stage_outcome(m.store, config.pipeline_name, "BanditPolicyTrainer",
                                          BANDIT_MODEL_NAME, "bandit_ope.json", "bandit_ope.html")
@@ -178,7 +182,7 @@ def _ranker_report(ranker: Dict[str, Any]) -> List[str]:
   lines = ["", "Ranker metrics on the eval query groups, against the retriever's own order:"]
   for slice_name in sorted(metrics[ranker_evaluator.CANDIDATE],
                            key=lambda s: (s != "overall", s)):
-    lines += [f"[{slice_name}]", ranker_evaluator.metrics_table(metrics, slice_name)]
+    lines += [f"[{slice_name}]", ranker_evaluator.REPORT.table(metrics, slice_name)]
   lines += ["", *ranker["evaluation"]["reasons"], f"report: {ranker['evaluation_report']}",
             f"ranker blessed: {ranker.get('blessed')}",
             f"ranker pushed to: {ranker.get('pushed_to') or 'nothing pushed'}"]
@@ -192,7 +196,7 @@ def report(summary: Dict[str, Any]) -> str:
     lines.append(summary["error"])
   if "evaluation" in summary:
     lines += ["", "Retrieval metrics on the eval split (overall):",
-              metrics_table(summary["evaluation"]["metrics"]), ""]
+              RETRIEVAL_REPORT.table(summary["evaluation"]["metrics"]), ""]
     lines += summary["evaluation"]["reasons"]
     lines.append(f"report: {summary['evaluation_report']}")
   if "blessed" in summary:
@@ -214,6 +218,12 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
   parser.add_argument("--max_users", type=int, default=None,
                       help="with --movielens: keep only the first N users (a small slice)")
   parser.add_argument("--output_root", default=os.path.join(REPO_ROOT, "outputs"))
+  add_pipeline_arguments(parser)
+  return parse_pipeline_args(parser, argv)
+
+
+def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
+  """The flags of the pipeline itself, the same for every runner (local, Kubeflow)."""
   parser.add_argument("--pipeline_name", default="recsys")
   parser.add_argument("--schema_path", default=None, help="curated schema (schema.pbtxt)")
   parser.add_argument("--history_scope", choices=("earlier", "all_training"), default="earlier",
@@ -224,6 +234,9 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
   parser.add_argument("--epochs", type=int, default=None)
   parser.add_argument("--batch_size", type=int, default=None)
   parser.add_argument("--strategy", default=None, help="default, mirrored or tpu")
+  parser.add_argument("--retrieval_settings", type=json.loads, default={},
+                      help="more retrieval trainer settings as JSON (TrainingSettings and "
+                           "TowerConfig fields), e.g. '{\"item_bias\": true}'")
   parser.add_argument("--gate_metrics", default=None,
                       help="comma-separated metrics the model must win on (default "
                            "recall@100,ndcg@10)")
@@ -254,15 +267,25 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
   parser.add_argument("--no_bandit", dest="bandit", action="store_const", const=False,
                       help="leave the bandit stage out, also with --movielens")
   parser.add_argument("--no_cache", action="store_true")
-  parser.add_argument("--beam_pipeline_args", nargs="*", default=None,
-                      help="passed to every Beam component, e.g. --runner=DataflowRunner ...")
-  return parser.parse_args(argv)
+
+
+def parse_pipeline_args(parser: argparse.ArgumentParser, argv: List[str]) -> argparse.Namespace:
+  """Parses `argv`; what follows a lone "--" becomes `beam_pipeline_args` (Beam's flags start
+  with "--" themselves, so argparse could not take them as values)."""
+  split = argv.index("--") if "--" in argv else len(argv)
+  args = parser.parse_args(argv[:split])
+  args.beam_pipeline_args = argv[split + 1:] if split < len(argv) else None
+  return args
 
 
 def config_from_args(args: argparse.Namespace) -> PipelineConfig:
+  """The config the flags name; with --movielens (local runs) the ranker and bandit are on
+  unless turned off."""
+  movielens = getattr(args, "movielens", False)
   data_root = args.data_root or os.path.join(args.output_root, "data", "movielens-100k")
-  training = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size,
-                                "strategy": args.strategy}.items() if v is not None}
+  training = dict(args.retrieval_settings, **{
+      k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size,
+                        "strategy": args.strategy}.items() if v is not None})
   config = PipelineConfig(data_root=data_root, output_root=args.output_root,
                           pipeline_name=args.pipeline_name, retrieval_training=training,
                           eval_fraction=args.eval_fraction, history_scope=args.history_scope,
@@ -275,9 +298,9 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     config.regression_tolerance = args.regression_tolerance
   if args.beam_pipeline_args is not None:
     config.beam_pipeline_args = args.beam_pipeline_args
-  if args.movielens if args.ranker is None else args.ranker:
+  if movielens if args.ranker is None else args.ranker:
     config.ranker = ranker_stage(args)
-  config.bandit = args.movielens if args.bandit is None else args.bandit
+  config.bandit = movielens if args.bandit is None else args.bandit
   return config
 
 
