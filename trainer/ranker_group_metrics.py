@@ -7,7 +7,7 @@ the first relevant candidate. Ties keep the group's candidate order (the miner s
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -46,10 +46,16 @@ def group_metrics(labels: np.ndarray, scores: np.ndarray, cutoffs: Sequence[int]
   return values
 
 
+def means(cutoffs: Sequence[int], count: float, totals: Mapping[str, float]) -> Dict[str, float]:
+  """Per-group metrics summed over `count` groups -> their averages, and `group_count`."""
+  return {**{name: totals.get(name, 0.0) / max(count, 1) for name in metric_names(cutoffs)},
+          GROUP_COUNT: float(count)}
+
+
 def mean_metrics(groups: Iterable[Tuple[np.ndarray, np.ndarray]],
                  cutoffs: Sequence[int] = CUTOFFS) -> Dict[str, float]:
   """Averages over the groups that have a relevant candidate; `group_count` says how many."""
-  totals = dict.fromkeys(metric_names(cutoffs), 0.0)
+  totals: Dict[str, float] = {}
   count = 0
   for labels, scores in groups:
     values = group_metrics(labels, scores, cutoffs)
@@ -57,6 +63,5 @@ def mean_metrics(groups: Iterable[Tuple[np.ndarray, np.ndarray]],
       continue
     count += 1
     for name, value in values.items():
-      totals[name] += value
-  return {**{name: total / max(count, 1) for name, total in totals.items()},
-          GROUP_COUNT: float(count)}
+      totals[name] = totals.get(name, 0.0) + value
+  return means(cutoffs, count, totals)

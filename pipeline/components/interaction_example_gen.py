@@ -73,11 +73,13 @@ def _other_training_items(events: List[Dict[str, Any]], first_eval: int
   """Per event: (the user's training-split items other than its own, most recent
   HISTORY_LENGTH first; how many there are)."""
   training = [row["item_id"] for row in events[:first_eval]]
+  latest = training[-F.HISTORY_LENGTH:][::-1]
+  # Only an example among the latest HISTORY_LENGTH + 1 has its own item to leave out.
+  start = max(0, first_eval - F.HISTORY_LENGTH - 1)
   for position in range(len(events)):
-    if position >= first_eval:
-      yield training[-F.HISTORY_LENGTH:][::-1], len(training)
+    if position < start or position >= first_eval:
+      yield latest, len(training) - (position < first_eval)
       continue
-    start = max(0, first_eval - F.HISTORY_LENGTH - 1)
     others = [item for i, item in enumerate(training[start:], start) if i != position]
     yield others[-F.HISTORY_LENGTH:][::-1], len(training) - 1
 

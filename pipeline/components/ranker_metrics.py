@@ -10,24 +10,17 @@ per-group definitions are the ones the trainer's early stopping uses
 from __future__ import annotations
 
 import functools
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.metrics import metric_types
 
 from pipeline.components.metric_sums import per_model_computations
-from trainer.ranker_group_metrics import CUTOFFS, GROUP_COUNT, group_metrics, metric_names
+from trainer.ranker_group_metrics import CUTOFFS, GROUP_COUNT, group_metrics, means, metric_names
 
 
 def all_metric_names(cutoffs: Sequence[int] = CUTOFFS) -> List[str]:
   return metric_names(cutoffs) + [GROUP_COUNT]
-
-
-def _means(cutoffs: Sequence[int], groups: float, totals: Dict[str, float]) -> Dict[str, float]:
-  """Averages over the groups that have a relevant candidate (the only ones counted)."""
-  values = {name: totals.get(name, 0.0) / max(groups, 1.0) for name in metric_names(cutoffs)}
-  values[GROUP_COUNT] = groups
-  return values
 
 
 def _computations(cutoffs: Sequence[int] = CUTOFFS, name: str = "ranking",
@@ -39,7 +32,7 @@ def _computations(cutoffs: Sequence[int] = CUTOFFS, name: str = "ranking",
   # TFMA unwraps a single-output model's dict: the prediction is the scores array itself.
   return per_model_computations(
       all_metric_names(cutoffs), functools.partial(group_metrics, cutoffs=tuple(cutoffs)),
-      functools.partial(_means, tuple(cutoffs)), model_names)
+      functools.partial(means, tuple(cutoffs)), model_names)
 
 
 class RankerMetrics(tfma.metrics.Metric):

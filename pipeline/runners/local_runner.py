@@ -222,6 +222,14 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
   return parse_pipeline_args(parser, argv)
 
 
+def _add_stage_switch(parser: argparse.ArgumentParser, stage: str, what: str) -> None:
+  """--STAGE / --no_STAGE; neither leaves the default (on for the MovieLens demo)."""
+  parser.add_argument(f"--{stage}", dest=stage, action="store_const", const=True, default=None,
+                      help=f"add {what} (default: on with --movielens)")
+  parser.add_argument(f"--no_{stage}", dest=stage, action="store_const", const=False,
+                      help=f"leave {what} out, also with --movielens")
+
+
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
   """The flags of the pipeline itself, the same for every runner (local, Kubeflow)."""
   parser.add_argument("--pipeline_name", default="recsys")
@@ -242,10 +250,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
                            "recall@100,ndcg@10)")
   parser.add_argument("--regression_tolerance", type=float, default=None,
                       help="how far below the last blessed model a gate metric may fall")
-  parser.add_argument("--ranker", dest="ranker", action="store_const", const=True, default=None,
-                      help="add the cross-encoder ranker stage (default: on with --movielens)")
-  parser.add_argument("--no_ranker", dest="ranker", action="store_const", const=False,
-                      help="leave the ranker stage out, also with --movielens")
+  _add_stage_switch(parser, "ranker", "the cross-encoder ranker stage")
   parser.add_argument("--ranker_scale", type=float, default=1.0,
                       help="query groups mined and trained on, as a multiple of the CPU demo's "
                            "bounded sample (600 train / 64 validation / 300 eval groups)")
@@ -262,10 +267,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--ranker_gate_slices", default=None,
                       help="slices the ranker must beat the retrieval order in (default "
                            "overall,query_kind=*: overall and in each query kind)")
-  parser.add_argument("--bandit", dest="bandit", action="store_const", const=True, default=None,
-                      help="add the bandit policy stage (default: on with --movielens)")
-  parser.add_argument("--no_bandit", dest="bandit", action="store_const", const=False,
-                      help="leave the bandit stage out, also with --movielens")
+  _add_stage_switch(parser, "bandit", "the bandit policy stage")
   parser.add_argument("--no_cache", action="store_true")
 
 
