@@ -19,13 +19,14 @@ import tensorflow as tf
 from agents import ope
 from agents.bandit_agents import AgentConfig
 from agents.features import DEFAULT_SCORE_NAMES, arm_feature_names
-from agents.feedback import has_impressions, load_feedback, read_table
+from agents.logged_impressions import has_impressions, load_feedback
 from agents.report import report_html, table_dict, table_text
 from agents.retrieval_features import RetrievalFeaturizer
 from agents.simulated_logs import simulate_uniform_logging
 from agents.slate_policy import export_slate_policy
-from agents.training import Outcome, TrainingSettings, train_and_evaluate
+from agents.training import OffPolicySettings, Outcome, train_and_evaluate
 from pipeline.data import contract
+from pipeline.data.parsing import read_table
 
 REPORT_JSON = "bandit_ope.json"
 REPORT_HTML = "bandit_ope.html"
@@ -44,7 +45,7 @@ LOGGED_DESCRIPTION = ("impression and click rows of the serving feedback log und
 @dataclasses.dataclass(frozen=True)
 class BanditTrainerSettings:
   agent: AgentConfig = AgentConfig()
-  training: TrainingSettings = TrainingSettings()
+  training: OffPolicySettings = OffPolicySettings()
   max_candidates: int = 20          # retrieval candidates per request
   gate_estimator: str = ope.DR
   tolerance: float = 0.0            # bless if lower bound of (policy - logging) > -tolerance
@@ -72,7 +73,7 @@ def train_bandit_policy(examples_uri: str, retrieval_model_dir: str, data_root: 
   """Trains, evaluates and exports; writes the reports; returns the report (with the blessing)."""
   items = {row["item_id"]: row for row in read_table(data_root, contract.ITEMS)}
   featurizer = RetrievalFeaturizer(retrieval_model_dir, items)
-  interactions = read_table(data_root, contract.INTERACTIONS)
+  interactions = list(read_table(data_root, contract.INTERACTIONS))
   training = settings.training
   click_probabilities: Optional[np.ndarray] = None
   if has_impressions(interactions):

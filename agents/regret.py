@@ -82,11 +82,6 @@ def run_agent(make_env: Callable[[], MovieLensBanditEnvironment], name: str, ste
                      steps * env.batch_size / elapsed)
 
 
-def run_all(make_env: Callable[[], MovieLensBanditEnvironment], names: Sequence[str], steps: int,
-            config: AgentConfig = AgentConfig()) -> Dict[str, RegretCurve]:
-  return {name: run_agent(make_env, name, steps, config) for name in names}
-
-
 def write_outputs(curves: Dict[str, RegretCurve], png_path: str, json_path: str,
                   settings: Dict[str, object]) -> None:
   """The regret curves as a PNG plot, and their final numbers (plus `settings`) as JSON."""

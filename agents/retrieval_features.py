@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from agents.features import arm_features
-from transform import features as F
+from trainer.retrieval import signature
 
 _BATCH = 256
 
@@ -53,22 +53,16 @@ class RetrievalFeaturizer:
     self.item_index = {item: i for i, item in enumerate(self.item_ids)}
     parts = []
     for first in range(0, len(self.item_ids), _BATCH):
-      rows = [catalog[item] for item in self.item_ids[first:first + _BATCH]]
+      inputs = signature.item_inputs([catalog[item]
+                                      for item in self.item_ids[first:first + _BATCH]])
       parts.append(self._model.signatures["item_embeddings"](
-          item_id=tf.constant(self.item_ids[first:first + _BATCH]),
-          title=tf.constant([row["title"] or "" for row in rows]),
-          categories=tf.constant(_padded([row["categories"] or [] for row in rows]).astype(str)),
-          year=tf.constant([row["year"] or 0 for row in rows], tf.int64))["embedding"].numpy())
+          **signature.as_tensors(inputs))[signature.EMBEDDING].numpy())
     self.item_embeddings = np.concatenate(parts)
 
   def _query_inputs(self, requests: Sequence[Request]) -> Dict[str, tf.Tensor]:
-    return {
-        F.USER_ID: tf.constant([r.user_id for r in requests]),
-        F.HISTORY: tf.constant(_padded([r.history for r in requests]).astype(str)),
-        F.AGE: tf.constant([r.age or 0 for r in requests], tf.int64),
-        F.GENDER: tf.constant([r.gender or "" for r in requests]),
-        F.OCCUPATION: tf.constant([r.occupation or "" for r in requests]),
-    }
+    # Request's fields are named as the raw features are.
+    return signature.as_tensors(signature.query_inputs([dataclasses.asdict(r)
+                                                         for r in requests]))
 
   def candidate_sets(self, requests: Sequence[Request], max_candidates: int,
                      required: Optional[Sequence[Sequence[str]]] = None) -> CandidateSets:
@@ -77,12 +71,12 @@ class RetrievalFeaturizer:
     queries, top_ids = [], []
     for first in range(0, len(requests), _BATCH):
       inputs = self._query_inputs(requests[first:first + _BATCH])
-      queries.append(self._model.signatures["query_embedding"](**inputs)["embedding"].numpy())
+      queries.append(self._model.signatures["query_embedding"](
+          **inputs)[signature.EMBEDDING].numpy())
       top = self._model.signatures["serving_default"](**inputs)
-      # Excluded (history) items come back scored at the float minimum when the catalog is short.
-      allowed = top["scores"].numpy() > np.finfo(np.float32).min / 2
-      top_ids += [list(ids[keep][:max_candidates].astype(str))
-                  for ids, keep in zip(top["item_ids"].numpy(), allowed)]
+      top_ids += [[item for item, _ in signature.retrieved(ids, scores, max_candidates)]
+                  for ids, scores in zip(top[signature.ITEM_IDS].numpy(),
+                                         top[signature.SCORES].numpy())]
     query = np.concatenate(queries)
     unknown = {item for row in top_ids for item in row} - set(self.item_index)
     if unknown:

@@ -11,7 +11,7 @@ click probabilities are returned too, so the true policy value can sit beside th
 from __future__ import annotations
 
 import os
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -20,35 +20,19 @@ from agents.logged import LoggedFeedback
 from agents.retrieval_features import Request, RetrievalFeaturizer
 from agents.simulation import LowRankRatings, Ratings
 from agents.validation import BINARY, REJECT, ValidationReport, rating_scale, validate_rows
+from pipeline.data.examples import EVAL, SPLITS, decode_example, first
 from transform import features as F
-
-
-def _values(example: tf.train.Example, name: str) -> list:
-  if name not in example.features.feature:
-    return []
-  feature = example.features.feature[name]
-  kind = feature.WhichOneof("kind")
-  return list(getattr(feature, kind).value) if kind else []
-
-
-def _text(example: tf.train.Example, name: str) -> str:
-  return b"".join(_values(example, name)[:1]).decode()
-
-
-def _number(example: tf.train.Example, name: str) -> Optional[float]:
-  return (_values(example, name) or [None])[0]
 
 
 def read_examples(examples_uri: str, split: str) -> Iterator[Dict[str, object]]:
   """The ExampleGen's examples of one split, as dicts of the raw features used here."""
   files = tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*"))
   for record in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator():
-    example = tf.train.Example.FromString(record)
-    yield {F.USER_ID: _text(example, F.USER_ID), F.ITEM_ID: _text(example, F.ITEM_ID),
-           F.GENDER: _text(example, F.GENDER), F.OCCUPATION: _text(example, F.OCCUPATION),
-           F.AGE: _number(example, F.AGE) or 0, F.TIMESTAMP: _number(example, F.TIMESTAMP) or 0,
-           F.RATING: _number(example, F.RATING),
-           F.HISTORY: [item.decode() for item in _values(example, F.HISTORY)]}
+    decoded = decode_example(record)
+    row = {name: first(decoded, name, "") for name in (F.USER_ID, F.ITEM_ID, F.GENDER,
+                                                       F.OCCUPATION)}
+    yield {**row, F.AGE: first(decoded, F.AGE, 0), F.TIMESTAMP: first(decoded, F.TIMESTAMP, 0),
+           F.RATING: first(decoded, F.RATING, None), F.HISTORY: decoded.get(F.HISTORY, [])}
 
 
 def _ratings(rows: List[Dict[str, object]]) -> Ratings:
@@ -61,7 +45,7 @@ def _ratings(rows: List[Dict[str, object]]) -> Ratings:
 def click_model(examples_uri: str, rank: int) -> Tuple[LowRankRatings, Dict[str, int],
                                                       Dict[str, int]]:
   """The simulated users' tastes: a rank-k SVD of every rating in both splits."""
-  rows = [row for split in ("train", "eval") for row in read_examples(examples_uri, split)]
+  rows = [row for split in SPLITS for row in read_examples(examples_uri, split)]
   ratings = _ratings(rows)
   users, items = np.unique(ratings.user_ids), np.unique(ratings.item_ids)
   model = LowRankRatings(ratings, users, items, rank)
@@ -74,7 +58,7 @@ def simulate_uniform_logging(examples_uri: str, featurizer: RetrievalFeaturizer,
                              ) -> Tuple[LoggedFeedback, np.ndarray, ValidationReport]:
   """(SIMULATED log, click probabilities [R, N], validation report) from the eval split."""
   model, user_index, item_index = click_model(examples_uri, rank)
-  examples = list(read_examples(examples_uri, "eval"))
+  examples = list(read_examples(examples_uri, EVAL))
   requests = [Request(row[F.USER_ID], row[F.HISTORY], row[F.AGE], row[F.GENDER],
                       row[F.OCCUPATION], row[F.TIMESTAMP]) for row in examples]
   sets = featurizer.candidate_sets(requests, max_candidates)

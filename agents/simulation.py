@@ -21,7 +21,8 @@ from tf_agents.bandits.environments import bandit_py_environment
 from tf_agents.specs import array_spec, bandit_spec_utils
 
 from agents.features import arm_features
-from pipeline.data import contract, parsing
+from pipeline.data import contract
+from pipeline.data.parsing import read_table
 from pipeline.data.movielens import convert_movielens_100k
 
 
@@ -39,8 +40,7 @@ class Ratings:
 
 def read_ratings(data_root: str) -> Ratings:
   """Every interaction with a rating under a contract data root, through the project's readers."""
-  rows = [row for path in parsing.list_table_files(data_root, contract.INTERACTIONS)
-          for row in parsing.read_file_rows(path, contract.INTERACTIONS)
+  rows = [row for row in read_table(data_root, contract.INTERACTIONS)
           if row["rating"] is not None]
   return Ratings(np.array([r["user_id"] for r in rows]), np.array([r["item_id"] for r in rows]),
                  np.array([r["rating"] for r in rows], float),

@@ -100,11 +100,6 @@ class SlatePolicy(tf.Module):
     probabilities = self._position_probabilities(scores, num_candidates)
     return {"probabilities": probabilities[:, :, :tf.shape(arm_features)[1]]}
 
-  @tf.function(input_signature=[
-      tf.TensorSpec([None, None], tf.float32, name="context"),
-      tf.TensorSpec([None, None, None], tf.float32, name="arm_features"),
-      tf.TensorSpec([None, None], tf.string, name="candidate_ids"),
-      tf.TensorSpec([None], tf.int32, name="num_candidates")])
   def select(self, context: tf.Tensor, arm_features: tf.Tensor, candidate_ids: tf.Tensor,
              num_candidates: tf.Tensor) -> Dict[str, tf.Tensor]:
     """Samples a slate: item_ids [B, k], their propensities [B, k] and scores [B, k]."""
@@ -125,11 +120,25 @@ class SlatePolicy(tf.Module):
     }
 
 
+  def serving_signature(self) -> tf.types.experimental.ConcreteFunction:
+    """`select` with the policy's widths in its input shapes (context [B, G], arm_features
+    [B, N, A], candidate_ids [B, N]): what a caller reads from the model's metadata to build its
+    requests, so a policy exported with another width or feature layout needs no change of
+    serving code (fewer real candidates are padded; `num_candidates` says how many are real)."""
+    return tf.function(self.select).get_concrete_function(
+        tf.TensorSpec([None, self.global_dim], tf.float32, name="context"),
+        tf.TensorSpec([None, self.max_candidates, self.arm_dim], tf.float32,
+                      name="arm_features"),
+        tf.TensorSpec([None, self.max_candidates], tf.string, name="candidate_ids"),
+        tf.TensorSpec([None], tf.int32, name="num_candidates"))
+
+
 def export_slate_policy(policy: SlatePolicy, export_dir: str, spec: Mapping[str, Any]) -> None:
   """Writes the SavedModel (`serving_default` = select, plus `position_probabilities`) and
   `assets.extra/policy_spec.json` (the feature layout and settings `spec` describes)."""
   tf.saved_model.save(policy, export_dir, signatures={
-      "serving_default": policy.select, "position_probabilities": policy.position_probabilities})
+      "serving_default": policy.serving_signature(),
+      "position_probabilities": policy.position_probabilities})
   path = os.path.join(export_dir, POLICY_SPEC_FILE)
   tf.io.gfile.makedirs(os.path.dirname(path))
   with tf.io.gfile.GFile(path, "w") as f:

@@ -22,7 +22,8 @@ _SCORING_BATCH = 512
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainingSettings:
+class OffPolicySettings:
+  """How a policy learns from the older part of a log and is judged on the newer part."""
   slate_size: int = 3
   epsilon: float = 0.1           # the slate's exploration: every propensity is >= epsilon / n
   holdout_fraction: float = 0.3  # latest share of requests kept for OPE
@@ -72,8 +73,8 @@ def ope_inputs(policy: SlatePolicy, data: LoggedFeedback, rows: np.ndarray,
       estimated_rewards=rewards[inverse][:, :, :policy.slate_size])
 
 
-def train_and_evaluate(config: AgentConfig, data: LoggedFeedback, settings: TrainingSettings
-                       ) -> Outcome:
+def train_and_evaluate(config: AgentConfig, data: LoggedFeedback,
+                       settings: OffPolicySettings) -> Outcome:
   train_rows, held_out = data.split_by_time(settings.holdout_fraction)
   agent, stats = train_from_logs(config, data, train_rows, settings.epochs, settings.batch_size)
   policy = SlatePolicy(scoring_policy(agent), score_field(agent), settings.slate_size,

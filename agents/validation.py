@@ -16,7 +16,7 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from pipeline.config import DEFAULT_SCHEMA
+from pipeline.data.contract import CURATED_SCHEMA
 from transform import features as F
 
 REJECT, SKIP = "reject", "skip"
@@ -30,7 +30,7 @@ class LogValidationError(ValueError):
 @functools.lru_cache(maxsize=None)
 def rating_scale() -> Tuple[float, float]:
   """The rating range of the curated schema, the one place the project states it."""
-  with tf.io.gfile.GFile(DEFAULT_SCHEMA) as f:
+  with tf.io.gfile.GFile(CURATED_SCHEMA) as f:
     schema = text_format.Parse(f.read(), schema_pb2.Schema())
   domain = next(feature.float_domain for feature in schema.feature if feature.name == F.RATING)
   return domain.min, domain.max

@@ -23,7 +23,7 @@ from agents import ope
 from agents.bandit_agents import AGENT_NAMES, AgentConfig
 from agents.open_bandit import load_open_bandit
 from agents.report import table_dict
-from agents.training import TrainingSettings, train_and_evaluate
+from agents.training import OffPolicySettings, train_and_evaluate
 
 
 def obp_estimates(inputs: ope.OPEInputs, confidence: float, n_bootstrap: int, seed: int
@@ -60,7 +60,7 @@ def main(argv: List[str]) -> int:
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args(argv)
   data, validation = load_open_bandit()
-  settings = TrainingSettings(slate_size=3, epsilon=args.epsilon,
+  settings = OffPolicySettings(slate_size=3, epsilon=args.epsilon,
                               holdout_fraction=args.holdout_fraction, epochs=args.epochs,
                               confidence=args.confidence, n_bootstrap=args.n_bootstrap,
                               seed=args.seed)

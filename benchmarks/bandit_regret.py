@@ -18,7 +18,7 @@ from typing import List
 
 import agents  # noqa: F401  (Keras 2 before TensorFlow)
 from agents.bandit_agents import AGENT_NAMES, AgentConfig
-from agents.regret import UNIFORM_RANDOM, run_all, write_outputs
+from agents.regret import UNIFORM_RANDOM, run_agent, write_outputs
 from agents.simulation import MovieLensBanditEnvironment, movielens_ratings
 from pipeline.config import REPO_ROOT
 
@@ -38,7 +38,9 @@ def main(argv: List[str]) -> int:
   make_env = functools.partial(MovieLensBanditEnvironment, ratings, rank=args.rank,
                                num_candidates=args.num_candidates, batch_size=args.batch_size,
                                seed=args.seed)
-  curves = run_all(make_env, args.agents.split(","), args.steps, AgentConfig(seed=args.seed))
+  config = AgentConfig(seed=args.seed)
+  curves = {name: run_agent(make_env, name, args.steps, config)
+            for name in args.agents.split(",")}
   settings = {"dataset": "MovieLens-100K", "ratings": len(ratings.ratings), "steps": args.steps,
               "batch_size": args.batch_size, "decisions_per_agent": args.steps * args.batch_size,
               "num_candidates": args.num_candidates, "rank": args.rank, "seed": args.seed,

@@ -32,10 +32,13 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from pipeline.components.artifacts import SERVING_MODEL_DIR  # noqa: E402
 from pipeline.config import PipelineConfig  # noqa: E402
 from pipeline.data import contract, parsing  # noqa: E402
 from pipeline.data.movielens import convert_movielens_100k  # noqa: E402
+from pipeline.data.parsing import read_table  # noqa: E402
 from pipeline.runners import local_runner  # noqa: E402
+from trainer.retrieval import signature  # noqa: E402
 from transform import features as F  # noqa: E402
 
 PUBLISHED = {  # Microsoft Recommenders, MovieLens-100K, top-10
@@ -88,40 +91,27 @@ def write_data_root(full_root: str, train: Sequence[Rating], data_root: str) -> 
     writer.writerows(train)
 
 
-def _read_table(root: str, table: str) -> List[Dict[str, object]]:
-  return [row for path in parsing.list_table_files(root, table)
-          for row in parsing.read_file_rows(path, table)]
-
-
 class Scorer:
   """Scores users against the whole catalog with the exported model's embedding signatures."""
 
   def __init__(self, model_dir: str, full_root: str):
     model = tf.saved_model.load(model_dir)
     self._query = model.signatures["query_embedding"]
-    items = _read_table(full_root, contract.ITEMS)
+    items = list(read_table(full_root, contract.ITEMS))
     self.item_ids = [row["item_id"] for row in items]
     self.item_index = {item: i for i, item in enumerate(self.item_ids)}
-    width = max(len(row["categories"]) for row in items) or 1
     embed = model.signatures["item_embeddings"](
-        item_id=tf.constant(self.item_ids), title=tf.constant([row["title"] for row in items]),
-        categories=tf.constant([row["categories"] + [""] * (width - len(row["categories"]))
-                                for row in items]),
-        year=tf.constant([row["year"] or 0 for row in items], tf.int64))
-    self.item_embeddings = embed["embedding"].numpy()
-    self.users = {row["user_id"]: row for row in _read_table(full_root, contract.USERS)}
+        **signature.as_tensors(signature.item_inputs(items)))
+    self.item_embeddings = embed[signature.EMBEDDING].numpy()
+    self.users = {row["user_id"]: row for row in read_table(full_root, contract.USERS)}
 
   def scores(self, user_ids: Sequence[str], histories: Sequence[Sequence[str]]) -> np.ndarray:
     """[users, catalog] scores; each history is most recent first."""
-    width = F.HISTORY_LENGTH
-    history = [list(h[:width]) + [""] * (width - len(h[:width])) for h in histories]
-    profile = [self.users.get(u, {}) for u in user_ids]
-    query = self._query(
-        user_id=tf.constant(list(user_ids)), history=tf.constant(history),
-        age=tf.constant([p.get("age") or 0 for p in profile], tf.int64),
-        gender=tf.constant([p.get("gender") or "" for p in profile]),
-        occupation=tf.constant([p.get("occupation") or "" for p in profile]))["embedding"]
-    return query.numpy() @ self.item_embeddings.T
+    rows = [{**self.users.get(user, {}), F.USER_ID: user,
+             F.HISTORY: list(history[:F.HISTORY_LENGTH])}
+            for user, history in zip(user_ids, histories)]
+    query = self._query(**signature.as_tensors(signature.query_inputs(rows)))
+    return query[signature.EMBEDDING].numpy() @ self.item_embeddings.T
 
 
 def _histories(train: Sequence[Rating]) -> Dict[str, List[str]]:
@@ -186,7 +176,7 @@ def train_through_pipeline(full_root: str, train: Sequence[Rating], work_dir: st
   summary = local_runner.run(config)
   if summary["status"] != "succeeded":
     raise RuntimeError(f"pipeline failed: {summary.get('error')}")
-  return os.path.join(summary["model"], "Format-Serving"), summary["seconds"]
+  return os.path.join(summary["model"], SERVING_MODEL_DIR), summary["seconds"]
 
 
 def main(argv: List[str]) -> int:
@@ -207,7 +197,7 @@ def main(argv: List[str]) -> int:
   full_root = os.path.join(work, "movielens-100k")
   if not tf.io.gfile.exists(os.path.join(full_root, contract.INTERACTIONS)):
     convert_movielens_100k(full_root)
-  ratings = _read_table(full_root, contract.INTERACTIONS)
+  ratings = list(read_table(full_root, contract.INTERACTIONS))
   training = json.loads(args.settings)
   if args.epochs:
     training["epochs"] = args.epochs

@@ -1,7 +1,7 @@
 """Load on loopback against the serving stack; prints JSON.
 
 1. The cascade's Recommend at several concurrency levels: p50/p95/p99 latency and throughput,
-   retrieval only, and with the ranker re-ranking 20, 50 and 100 candidates when one is pushed.
+   with every stage the serving root has pushed (named in the output).
 2. The model server's Predict on the retrieval model, with and without server-side batching
    (the batching gain at the same concurrency).
 
@@ -31,6 +31,7 @@ from serving.batching import BatchingParameters  # noqa: E402
 from serving.model_server import ModelServer  # noqa: E402
 from serving.protos import recommender_pb2 as pb  # noqa: E402
 from serving.protos import recommender_pb2_grpc  # noqa: E402
+from serving.models_config import models_config_path  # noqa: E402
 from serving.serve import LocalStack  # noqa: E402
 
 
@@ -101,22 +102,17 @@ def main(argv: List[str]) -> int:
   try:
     stub = recommender_pb2_grpc.RecommenderStub(
         grpc.insecure_channel(f"localhost:{stack.port}"))
-    depths = {"retrieval_only": 0}
-    if stack.client.is_available("ranker"):
-      depths.update({f"rerank_{n}": n for n in (20, 50, 100)})
-    cascade = {}
-    for name, depth in depths.items():
-      stack.cascade.rerank_depth = depth
-      call = lambda i: stub.Recommend(pb.RecommendRequest(  # noqa: E731
-          user=pb.UserContext(user_id=str(i % 900 + 1)), k=10), timeout=30)
-      cascade[name] = [load(call, c, args.seconds, args.max_requests) for c in levels]
+    call = lambda i: stub.Recommend(pb.RecommendRequest(  # noqa: E731
+        user=pb.UserContext(user_id=str(i % 900 + 1)), k=10), timeout=30)
+    cascade = {"stages": list(call(0).stages),  # what every pushed model adds to a request
+               "levels": [load(call, c, args.seconds, args.max_requests) for c in levels]}
     result["cascade_recommend"] = cascade
   finally:
     stack.stop()
 
   predict = {}
   for label, batching in (("batching", BatchingParameters()), ("no_batching", None)):
-    server = ModelServer(os.path.join(serving_root, "models.config"), batching=batching).start()
+    server = ModelServer(models_config_path(serving_root), batching=batching).start()
     try:
       stub = prediction_service_pb2_grpc.PredictionServiceStub(
           grpc.insecure_channel(f"localhost:{server.port}"))

@@ -1,11 +1,13 @@
 """Compiles the same pipeline for Kubeflow Pipelines (v2 / Vertex AI Pipelines).
 
     python -m kubeflow.kubeflow_v2_runner --image IMAGE --data_root gs://... \
-        --output_root gs://... [--ranker] [--bandit] [any local_runner pipeline flag] \
+        --output_root gs://... [--cross_encoder] [--bandit] [any pipeline flag] \
         [-- --runner=DataflowRunner --project=... (Beam's flags, after a lone --)]
 
-takes the local runner's pipeline flags (pipeline/runners/local_runner.py) and writes a pipeline JSON to submit with the KFP client or Vertex AI. The image is built from
-kubeflow/Dockerfile and holds this repository, so every component finds its code.
+takes the pipeline flags every runner shares (pipeline/flags.py) and writes a pipeline JSON
+(`--output_dir`, default the current folder) to submit with the KFP client or Vertex AI. The
+image is built from kubeflow/Dockerfile and holds this repository, so every component finds its
+code.
 """
 from __future__ import annotations
 
@@ -20,8 +22,8 @@ from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner  # noqa: E402
 
 from pipeline import pipeline_def  # noqa: E402
 from pipeline.config import PipelineConfig  # noqa: E402
-from pipeline.runners.local_runner import (add_pipeline_arguments, config_from_args,  # noqa: E402
-                                           parse_pipeline_args)
+from pipeline.flags import (add_pipeline_arguments, config_from_args,  # noqa: E402
+                            parse_pipeline_args)
 
 
 def compile_pipeline(config: PipelineConfig, image: str, output_dir: str,

@@ -1,10 +1,16 @@
 """The retrieve -> rank -> choose cascade behind the Recommend and Search APIs.
 
-Works with whichever stages are pushed: retrieval is required; the ranker re-orders the
-candidates when a `ranker` model is available; a `bandit` policy chooses the shown slate when
-one is available, else the top-k are shown (propensity 1: a deterministic choice). Models are
-reached only through TF Serving's gRPC API (`ModelClient`). Every answer is logged as
+Works with whichever stages are pushed: retrieval is required; the cross-encoder re-orders the
+candidates when a `cross_encoder` model is available; a `bandit` policy chooses the shown slate
+when one is available, else the top-k are shown (propensity 1: a deterministic choice). Models
+are reached only through TF Serving's gRPC API (`ModelClient`). Every answer is logged as
 impressions to the feedback log, with its variant, position and propensity.
+
+Each stage's width comes from what its pushed model declares in its signature (read through
+GetModelMetadata): the retrieval depth is the retrieval model's top-K, the re-ranking depth the
+cross-encoder's `rerank` width, the bandit's candidate count and feature width its
+`serving_default` input shapes. A model whose signature the cascade cannot feed is an error
+(FAILED_PRECONDITION, naming the model and the shapes), never a silent fallback.
 """
 from __future__ import annotations
 
@@ -19,16 +25,19 @@ import numpy as np
 
 from agents.features import arm_features
 from pipeline.data import contract
-from serving.ab_testing import SINGLE_VARIANT, Experiment, Variant
-from serving.context_store import (Catalog, UserStore, merge_history, user_features)
+from serving.context_store import Catalog, UserStore, merge_history, user_features
+from serving.experiment import SINGLE_VARIANT, Experiment, Variant
 from serving.feedback_log import FeedbackLog, feedback_row
-from serving.model_client import ModelClient
+from serving.model_client import ModelClient, SignatureInfo
+from serving.models_config import BANDIT, CROSS_ENCODER, RETRIEVAL
 from serving.protos import recommender_pb2 as pb
+from trainer.cross_encoder.texts import user_context_text
+from trainer.retrieval import signature
 from transform import features as F
-from transform.ranker_text import user_context_text
 
 log = logging.getLogger(__name__)
-RETRIEVAL, RANKER, BANDIT = "retrieval", "ranker", "bandit"
+# Lexical matches a search considers (the cross-encoder re-ranks the first of them).
+SEARCH_CANDIDATES = 100
 MAX_K = 50
 MAX_QUERY_CHARS = 256
 MAX_ID_CHARS = 128
@@ -46,20 +55,11 @@ class CascadeError(Exception):
 class Candidate:
   item_id: str
   retrieval_score: float = 0.0
-  ranker_score: Optional[float] = None
+  cross_encoder_score: Optional[float] = None
   lexical_score: float = 0.0
   # Probability this item was put in its slot: the bandit's for the slots it chooses; 1 for a
   # deterministic (ranked) choice.
   propensity: float = 1.0
-
-
-def _query_inputs(features: Dict[str, object]) -> Dict[str, np.ndarray]:
-  """One request's raw query features as the retrieval model's signature tensors."""
-  return {F.USER_ID: np.array([features[F.USER_ID]], dtype=object),
-          F.HISTORY: np.array([features[F.HISTORY] or [""]], dtype=object),
-          F.AGE: np.array([features[F.AGE]], np.int64),
-          F.GENDER: np.array([features[F.GENDER]], dtype=object),
-          F.OCCUPATION: np.array([features[F.OCCUPATION]], dtype=object)}
 
 
 def _require(condition: bool, message: str) -> None:
@@ -89,52 +89,68 @@ class Cascade:
 
   def __init__(self, client: ModelClient, catalog: Catalog, users: UserStore,
                feedback: FeedbackLog, experiment: Experiment = SINGLE_VARIANT,
-               retrieval_depth: int = 100, rerank_depth: int = 50, choose_depth: int = 20,
                stage_timeout_s: float = 2.0):
     self._client = client
     self._catalog = catalog
     self._users = users
     self._feedback = feedback
     self._experiment = experiment
-    self._retrieval_depth = retrieval_depth
-    self.rerank_depth = rerank_depth
-    self.choose_depth = choose_depth  # candidates the bandit chooses among (its max_candidates)
     self._timeout = stage_timeout_s
+
+  def _declared(self, model: str, signature_name: str, label: str) -> SignatureInfo:
+    """The pushed model's signature; FAILED_PRECONDITION if it has none of that name."""
+    try:
+      return self._client.signature_info(model, signature_name, label)
+    except KeyError as error:
+      raise CascadeError("FAILED_PRECONDITION", f"{model}: {error.args[0]}") from error
+
+  @staticmethod
+  def _width(info: SignatureInfo, model: str, tensor: str, axis: int) -> int:
+    """A fixed input dimension the cascade builds its request to; FAILED_PRECONDITION if the
+    model leaves it open (an export this cascade cannot feed)."""
+    shape = info.inputs.get(tensor, ())
+    if len(shape) <= axis or shape[axis] < 1:
+      raise CascadeError("FAILED_PRECONDITION", f"{model} version {info.version} declares "
+                                                f"input {tensor} of shape {shape}; the cascade "
+                                                f"needs a fixed size at axis {axis}")
+    return shape[axis]
 
   # --- stages --------------------------------------------------------------------------
   def _retrieve(self, features: Dict[str, object], variant: Variant,
                 versions: Dict[str, int]) -> List[Candidate]:
-    inputs = _query_inputs(features)
     try:
-      out = self._client.predict(RETRIEVAL, inputs, version_label=variant.models.get(RETRIEVAL, ""),
+      out = self._client.predict(RETRIEVAL, signature.query_inputs([features]),
+                                 version_label=variant.models.get(RETRIEVAL, ""),
                                  timeout_s=self._timeout)
     except grpc.RpcError as error:
       raise CascadeError("UNAVAILABLE", f"retrieval model: {error.details()}") from error
     versions[RETRIEVAL] = int(out["__version__"])
-    ids, scores = out["item_ids"][0], out["scores"][0]
-    # Excluded (already seen) items come back at the float minimum when the catalog is short.
-    return [Candidate(i.decode(), float(s)) for i, s in zip(ids[:self._retrieval_depth],
-                                                            scores[:self._retrieval_depth])
-            if s > np.finfo(np.float32).min / 2]
+    ids, scores = out[signature.ITEM_IDS][0], out[signature.SCORES][0]
+    return [Candidate(item, score) for item, score in signature.retrieved(ids, scores, len(ids))]
 
   def _rank(self, query_text: str, candidates: List[Candidate], variant: Variant,
             versions: Dict[str, int]) -> bool:
-    """Scores the first rerank_depth candidates with the ranker; False if it is not there."""
-    if not candidates or not self._client.is_available(RANKER):
+    """Re-scores the first candidates (as many as the cross-encoder's `rerank` signature
+    takes) in one call; False if no cross-encoder is pushed or it fails."""
+    if not candidates or not self._client.is_available(CROSS_ENCODER):
       return False
-    head = candidates[:self.rerank_depth]
-    inputs = {"query": np.array([query_text] * len(head), dtype=object),
-              "item_text": np.array([self._catalog.text(c.item_id) for c in head], dtype=object)}
+    info = self._declared(CROSS_ENCODER, "rerank", variant.models.get(CROSS_ENCODER, ""))
+    depth = self._width(info, CROSS_ENCODER, "item_texts", 1)
+    head = candidates[:depth]
+    texts = [self._catalog.text(c.item_id) for c in head] + [""] * (depth - len(head))
+    inputs = {"query": np.array([query_text], dtype=object),
+              "item_texts": np.array([texts], dtype=object)}
     try:
-      out = self._client.predict(RANKER, inputs, version_label=variant.models.get(RANKER, ""),
-                                 timeout_s=self._timeout)
+      out = self._client.predict(CROSS_ENCODER, inputs, "rerank", str(info.version),
+                                 self._timeout)
     except grpc.RpcError as error:
-      log.warning("ranker unavailable, serving the retrieval order: %s", error.details())
+      self._client.forget(CROSS_ENCODER)
+      log.warning("cross-encoder unavailable, serving the retrieval order: %s", error.details())
       return False
-    versions[RANKER] = int(out["__version__"])
-    for candidate, score in zip(head, out["scores"].reshape(-1)):
-      candidate.ranker_score = float(score)
-    candidates[:len(head)] = sorted(head, key=lambda c: -c.ranker_score)
+    versions[CROSS_ENCODER] = int(out["__version__"])
+    for candidate, score in zip(head, out["scores"][0]):
+      candidate.cross_encoder_score = float(score)
+    candidates[:len(head)] = sorted(head, key=lambda c: -c.cross_encoder_score)
     return True
 
   def _choose(self, features: Dict[str, object], candidates: List[Candidate], variant: Variant,
@@ -143,21 +159,33 @@ class Cascade:
     policy is pushed (or it fails: then the ranked order is served)."""
     if not candidates or not self._client.is_available(BANDIT):
       return None
-    head = candidates[:self.choose_depth]
+    info = self._declared(BANDIT, "serving_default", variant.models.get(BANDIT, ""))
+    width = self._width(info, BANDIT, "candidate_ids", 1)
+    arm_dim = self._width(info, BANDIT, "arm_features", 2)
+    head = candidates[:width]
     label = variant.models.get(RETRIEVAL, "")
     try:
-      query = self._client.predict(RETRIEVAL, _query_inputs(features), "query_embedding", label,
-                                   self._timeout)["embedding"]
-      items = self._client.predict(RETRIEVAL, self._item_inputs(head), "item_embeddings", label,
-                                   self._timeout)["embedding"]
+      query = self._client.predict(RETRIEVAL, signature.query_inputs([features]),
+                                   "query_embedding", label, self._timeout)[signature.EMBEDDING]
+      items = self._client.predict(
+          RETRIEVAL, signature.item_inputs([self._catalog.items[c.item_id] for c in head]),
+          "item_embeddings", label, self._timeout)[signature.EMBEDDING]
       scores = np.array([[[c.retrieval_score] for c in head]], np.float32)
+      arms = arm_features(items[np.newaxis], query, scores)
+      if arms.shape[-1] != arm_dim:
+        raise CascadeError("FAILED_PRECONDITION", f"bandit version {info.version} takes arm "
+                                                  f"features of width {arm_dim}; this "
+                                                  f"retrieval model gives {arms.shape[-1]}: "
+                                                  f"push a policy trained on it")
+      padding = width - len(head)
       out = self._client.predict(BANDIT, {
           "context": query.astype(np.float32),
-          "arm_features": arm_features(items[np.newaxis], query, scores),
-          "candidate_ids": np.array([[c.item_id for c in head]], dtype=object),
+          "arm_features": np.pad(arms, [(0, 0), (0, padding), (0, 0)]),
+          "candidate_ids": np.array([[c.item_id for c in head] + [""] * padding], dtype=object),
           "num_candidates": np.array([len(head)], np.int32)},
-          version_label=variant.models.get(BANDIT, ""), timeout_s=self._timeout)
+          version_label=str(info.version), timeout_s=self._timeout)
     except grpc.RpcError as error:
+      self._client.forget(BANDIT)
       log.warning("bandit policy unavailable, serving the ranked order: %s", error.details())
       return None
     versions[BANDIT] = int(out["__version__"])
@@ -170,15 +198,6 @@ class Cascade:
         chosen.append(by_id[item])
     return chosen + [c for c in candidates if c not in chosen]
 
-  def _item_inputs(self, candidates: List[Candidate]) -> Dict[str, np.ndarray]:
-    rows = [self._catalog.items[c.item_id] for c in candidates]
-    width = max([len(r["categories"]) for r in rows] + [1])
-    return {F.ITEM_ID: np.array([c.item_id for c in candidates], dtype=object),
-            F.TITLE: np.array([r["title"] for r in rows], dtype=object),
-            F.CATEGORIES: np.array([list(r["categories"]) + [""] * (width - len(r["categories"]))
-                                    for r in rows], dtype=object),
-            F.YEAR: np.array([r["year"] or 0 for r in rows], np.int64)}
-
   def _answer(self, request_id: str, user_id: str, variant: Variant, candidates: List[Candidate],
               k: int, stages: List[str], versions: Dict[str, int], cold_start: bool
               ) -> pb.RecommendResponse:
@@ -190,11 +209,12 @@ class Cascade:
     for position, candidate in enumerate(candidates[:k], start=1):
       response.items.add(item_id=candidate.item_id, title=self._catalog.title(candidate.item_id),
                          position=position, retrieval_score=candidate.retrieval_score,
-                         ranker_score=candidate.ranker_score or 0.0,
-                         ranked=candidate.ranker_score is not None,
+                         cross_encoder_score=candidate.cross_encoder_score or 0.0,
+                         reranked=candidate.cross_encoder_score is not None,
                          propensity=candidate.propensity)
       rows.append(feedback_row(request_id, logged_user(user_id, request_id), candidate.item_id,
-                               "impression", position, candidate.propensity, variant.name))
+                               contract.IMPRESSION, position, candidate.propensity,
+                               variant.name))
     self._feedback.append(rows)
     return response
 
@@ -215,7 +235,7 @@ class Cascade:
     stages = [RETRIEVAL]
     titles = [self._catalog.title(item) for item in history]
     if self._rank(user_context_text(profile, titles), candidates, variant, versions):
-      stages.append(RANKER)
+      stages.append(CROSS_ENCODER)
     chosen = self._choose(features, candidates, variant, versions)
     if chosen is not None:
       candidates = chosen
@@ -235,7 +255,7 @@ class Cascade:
     variant = self._experiment.route(user_id or request_id)
     versions: Dict[str, int] = {}
     candidates = {item: Candidate(item, lexical_score=score) for item, score in
-                  self._catalog.lexical_matches(query, self._retrieval_depth)}
+                  self._catalog.lexical_matches(query, SEARCH_CANDIDATES)}
     stages = ["lexical"]
     if user_id:
       history = merge_history(request.user.history, self._users.history(user_id),
@@ -249,7 +269,7 @@ class Cascade:
     ordered = sorted(candidates.values(), key=lambda c: (-c.lexical_score, -c.retrieval_score,
                                                          c.item_id))
     if self._rank(query, ordered, variant, versions):
-      stages.append(RANKER)
+      stages.append(CROSS_ENCODER)
     return self._answer(request_id, user_id, variant, ordered, request.k, stages, versions,
                         cold_start=bool(user_id) and not self._users.knows(user_id))
 

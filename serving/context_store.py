@@ -9,20 +9,14 @@ from __future__ import annotations
 
 import collections
 import heapq
-import re
 import threading
 from typing import Dict, List, Mapping, Sequence, Tuple
 
-from pipeline.data import contract, parsing
+from pipeline.data import contract
+from pipeline.data.parsing import read_table
+from trainer.cross_encoder.texts import item_text
 from transform import features as F
-from transform.ranker_text import item_text
-
-_TOKEN = re.compile(r"[a-z0-9']+")
-
-
-def tokens(text: str) -> List[str]:
-  """The same lower-cased word tokens the transform takes from titles."""
-  return _TOKEN.findall(text.lower())
+from transform.features import tokens
 
 
 class Catalog:
@@ -31,17 +25,16 @@ class Catalog:
   def __init__(self, data_root: str):
     self.items: Dict[str, Mapping[str, object]] = {}
     self._index: Dict[str, List[str]] = collections.defaultdict(list)
-    for path in parsing.list_table_files(data_root, contract.ITEMS):
-      for row in parsing.read_file_rows(path, contract.ITEMS):
-        self.items[row["item_id"]] = row
-        for token in set(tokens(" ".join([row["title"], *row["categories"]]))):
-          self._index[token].append(row["item_id"])
+    for row in read_table(data_root, contract.ITEMS):
+      self.items[row["item_id"]] = row
+      for token in set(tokens(" ".join([row["title"], *row["categories"]]))):
+        self._index[token].append(row["item_id"])
 
   def title(self, item_id: str) -> str:
     return str(self.items.get(item_id, {}).get("title", ""))
 
   def text(self, item_id: str) -> str:
-    """The item text the ranker reads."""
+    """The item text the cross-encoder reads."""
     return item_text(self.items.get(item_id, {}))
 
   def lexical_matches(self, query: str, limit: int) -> List[Tuple[str, float]]:
@@ -60,17 +53,15 @@ class UserStore:
     self._lock = threading.Lock()
     self._length = history_length
     self.profiles: Dict[str, Mapping[str, object]] = {}
-    for path in parsing.list_table_files(data_root, contract.USERS):
-      for row in parsing.read_file_rows(path, contract.USERS):
-        self.profiles[row["user_id"]] = row
+    for row in read_table(data_root, contract.USERS):
+      self.profiles[row["user_id"]] = row
     recent: Dict[str, List[Tuple[int, str]]] = collections.defaultdict(list)
-    for path in parsing.list_table_files(data_root, contract.INTERACTIONS):
-      for row in parsing.read_file_rows(path, contract.INTERACTIONS):
-        if row["event"] in contract.POSITIVE_EVENT_TYPES:
-          heap = recent[row["user_id"]]
-          heapq.heappush(heap, (row["timestamp"], row["item_id"]))
-          if len(heap) > history_length:
-            heapq.heappop(heap)
+    for row in read_table(data_root, contract.INTERACTIONS):
+      if row["event"] in contract.POSITIVE_EVENT_TYPES:
+        heap = recent[row["user_id"]]
+        heapq.heappush(heap, (row["timestamp"], row["item_id"]))
+        if len(heap) > history_length:
+          heapq.heappop(heap)
     self._history = {user: [item for _, item in sorted(heap, reverse=True)]
                      for user, heap in recent.items()}
 

@@ -92,10 +92,6 @@ class FeedbackLog:
     self._file = None
     return _close_file(self._path)
 
-  def files(self) -> List[str]:
-    return sorted(os.path.join(self._dir, n) for n in os.listdir(self._dir)
-                  if n.startswith("feedback-"))
-
 
 def feedback_row(request_id: str, user_id: str, item_id: str, event: str, position: int,
                  propensity: float, variant: str, rating: Optional[float] = None,

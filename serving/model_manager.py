@@ -14,10 +14,11 @@ import threading
 from typing import Dict, List, Optional
 
 import tensorflow as tf
-from google.protobuf import text_format
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
+
+from serving.models_config import SAVED_MODEL_FILE, available_versions, read_models_config
 
 State = get_model_status_pb2.ModelVersionStatus.State
 log = logging.getLogger(__name__)
@@ -41,23 +42,6 @@ class LoadedVersion:
   error: str = ""
 
 
-def read_model_server_config(path: str) -> model_server_config_pb2.ModelServerConfig:
-  with tf.io.gfile.GFile(path) as f:
-    return text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
-
-
-def available_versions(base_path: str) -> List[int]:
-  """The version folders under a model's base path that hold a complete SavedModel."""
-  if not tf.io.gfile.isdir(base_path):
-    return []
-  versions = []
-  for name in tf.io.gfile.listdir(base_path):
-    name = name.rstrip("/")
-    if name.isdigit() and tf.io.gfile.exists(os.path.join(base_path, name, "saved_model.pb")):
-      versions.append(int(name))
-  return sorted(versions)
-
-
 def wanted_versions(config: model_server_config_pb2.ModelConfig, on_disk: List[int]) -> List[int]:
   """Which versions the policy serves (TF Serving's default policy is the latest one)."""
   policy = config.model_version_policy
@@ -72,7 +56,7 @@ def wanted_versions(config: model_server_config_pb2.ModelConfig, on_disk: List[i
 
 def _signature_defs(path: str) -> Dict[str, meta_graph_pb2.SignatureDef]:
   saved_model = saved_model_pb2.SavedModel()
-  with tf.io.gfile.GFile(os.path.join(path, "saved_model.pb"), "rb") as f:
+  with tf.io.gfile.GFile(os.path.join(path, SAVED_MODEL_FILE), "rb") as f:
     saved_model.ParseFromString(f.read())
   return dict(saved_model.meta_graphs[0].signature_def)
 
@@ -89,7 +73,7 @@ class ModelManager:
   def reload_config(self, config: Optional[model_server_config_pb2.ModelServerConfig] = None
                     ) -> None:
     """Reads models.config again (or takes the given config): models may come and go."""
-    config = config or read_model_server_config(self._config_path)
+    config = config or read_models_config(self._config_path)
     with self._lock:
       self._configs = {c.name: c for c in config.model_config_list.config}
       for name in list(self._versions):

@@ -17,16 +17,19 @@ from typing import List, Optional
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from pipeline.config import REPO_ROOT  # noqa: E402
-from serving.ab_testing import SINGLE_VARIANT, Experiment  # noqa: E402
 from serving.cascade import Cascade  # noqa: E402
 from serving.cascade_server import grpc_server, http_server, serve_http_in_background  # noqa: E402
 from serving.context_store import Catalog, UserStore  # noqa: E402
+from serving.experiment import SINGLE_VARIANT, Experiment  # noqa: E402
 from serving.feedback_log import FeedbackLog  # noqa: E402
 from serving.model_client import ModelClient  # noqa: E402
 from serving.model_server import ModelServer, run_until_interrupted  # noqa: E402
+from serving.models_config import models_config_path  # noqa: E402
 
 log = logging.getLogger(__name__)
+# Where scripts/run_pipeline.sh leaves its outputs: <repository>/outputs.
+DEFAULT_OUTPUTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               "outputs")
 
 
 class LocalStack:
@@ -37,7 +40,7 @@ class LocalStack:
                port: int = 0, http_port: int = 0, poll_seconds: float = 2.0):
     self.model_server = None
     if model_server is None:
-      self.model_server = ModelServer(os.path.join(serving_root, "models.config"),
+      self.model_server = ModelServer(models_config_path(serving_root),
                                       poll_seconds=poll_seconds).start()
       model_server = f"localhost:{self.model_server.port}"
     self.feedback = FeedbackLog(data_root)
@@ -65,9 +68,9 @@ class LocalStack:
 def main(argv: List[str]) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  outputs = os.path.join(REPO_ROOT, "outputs")
-  parser.add_argument("--data_root", default=os.path.join(outputs, "data", "movielens-100k"))
-  parser.add_argument("--serving_root", default=os.path.join(outputs, "serving"))
+  parser.add_argument("--data_root",
+                      default=os.path.join(DEFAULT_OUTPUTS, "data", "movielens-100k"))
+  parser.add_argument("--serving_root", default=os.path.join(DEFAULT_OUTPUTS, "serving"))
   parser.add_argument("--model_server", default=None,
                       help="host:port of a running TF Serving; default: start the local one")
   parser.add_argument("--experiment", default=None, help="A/B experiment config (JSON file)")

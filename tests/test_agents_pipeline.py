@@ -17,17 +17,19 @@ from tfx import v1 as tfx
 from tfx.orchestration import metadata
 
 from agents.bandit_agents import AgentConfig
-from agents.component import BanditPolicyTrainer
-from agents.feedback import read_table
+from pipeline.components.bandit_policy_trainer import BanditPolicyTrainer
+from pipeline.data.parsing import read_table
 from agents.policy_trainer import (REPORT_HTML, REPORT_JSON, BanditTrainerSettings,
                                    train_bandit_policy)
-from agents.training import TrainingSettings
+from agents.training import OffPolicySettings
 from agents.validation import LogValidationError
 from pipeline import pipeline_def
-from pipeline.components.interaction_example_gen import EVAL, TRAIN, interaction_example_gen
-from pipeline.components.popularity_baseline import SERVING_DIR
-from pipeline.components.serving_pusher import read_models_config, serving_root_pusher
-from pipeline.config import DEFAULT_SCHEMA
+from pipeline.components.interaction_example_gen import interaction_example_gen
+from pipeline.data.examples import EVAL, TRAIN
+from pipeline.components.artifacts import SERVING_MODEL_DIR
+from pipeline.components.serving_pusher import serving_root_pusher
+from serving.models_config import read_models_config
+from pipeline.data.contract import CURATED_SCHEMA
 from pipeline.data import contract
 from pipeline.data.movielens import convert_movielens_100k
 
@@ -37,7 +39,7 @@ MODEL_NAME = "bandit_policy"
 
 def _components(data_root, serving_root):
   example_gen = interaction_example_gen(data_root, 0.2)
-  schema_gen = tfx.components.ImportSchemaGen(schema_file=DEFAULT_SCHEMA)
+  schema_gen = tfx.components.ImportSchemaGen(schema_file=CURATED_SCHEMA)
   transform = tfx.components.Transform(
       examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
       preprocessing_fn=pipeline_def.PREPROCESSING_FN,
@@ -136,10 +138,10 @@ def _feedback_root(run, name, extra_rows=()):
 
 def _train_on(run, data_root, tmp_name, **settings):
   examples = _single(run["pipeline_root"], "InteractionExampleGen", "examples")
-  retrieval = os.path.join(_single(run["pipeline_root"], "Trainer", "model"), SERVING_DIR)
+  retrieval = os.path.join(_single(run["pipeline_root"], "Trainer", "model"), SERVING_MODEL_DIR)
   out = run["tmp"] / tmp_name
   defaults = dict(agent=AgentConfig(name="neural_epsilon_greedy"),
-                  training=TrainingSettings(n_bootstrap=200), max_candidates=10)
+                  training=OffPolicySettings(n_bootstrap=200), max_candidates=10)
   return train_bandit_policy(examples, retrieval, data_root,
                              BanditTrainerSettings(**{**defaults, **settings}),
                              str(out / "policy"), str(out / "report")), out

@@ -6,9 +6,9 @@ import tensorflow as tf
 
 from pipeline.components.retrieval_evaluator import (CANDIDATE, LAST_BLESSED, OVERALL, POPULARITY,
                                                      blessing_decision, load_metrics, run_analysis)
-from pipeline.components.retrieval_metrics import label_rank
-from trainer.popularity_model import export_popularity_model
-from trainer.top_k import ExcludingTopK
+from trainer.retrieval.metrics import label_rank
+from trainer.retrieval.popularity import export_popularity_model
+from trainer.retrieval.top_k import ExcludingTopK
 from transform import features as F
 
 

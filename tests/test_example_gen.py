@@ -6,10 +6,11 @@ import apache_beam as beam
 import pytest
 import tensorflow as tf
 
-from pipeline.components.interaction_example_gen import (EVAL, HISTORY_ALL_TRAINING, TRAIN,
-                                                         JoinInteractions)
-from transform import features as F
+from pipeline.components.interaction_example_gen import JoinInteractions
 from pipeline.data.contract import ContractError
+from pipeline.data.examples import EVAL, TRAIN
+from transform import features as F
+from transform.features import HISTORY_ALL_TRAINING
 
 INTERACTIONS = [
     # user u1: five interactions, out of order in the file

@@ -5,6 +5,8 @@ import pytest
 
 from kubeflow.kubeflow_v2_runner import compile_pipeline, main
 from pipeline.config import PipelineConfig
+from pipeline.flags import config_from_args
+from pipeline.runners import local_runner
 
 
 def test_pipeline_compiles_to_a_kubeflow_v2_spec(tmp_path):
@@ -26,34 +28,32 @@ def test_pipeline_compiles_to_a_kubeflow_v2_spec(tmp_path):
 
 def test_kubeflow_runner_takes_the_local_runners_pipeline_flags(tmp_path, capsys):
   assert main(["--image", "gcr.io/project/recsys:2", "--data_root", "gs://bucket/data",
-               "--output_root", "gs://bucket/out", "--output_dir", str(tmp_path), "--ranker",
+               "--output_root", "gs://bucket/out", "--output_dir", str(tmp_path), "--cross_encoder",
                "--bandit", "--history_scope", "all_training", "--epochs", "3",
                "--", "--runner=DataflowRunner", "--project=p"]) == 0
   with open(capsys.readouterr().out.strip().splitlines()[-1]) as f:
     spec = json.load(f)
   spec = spec.get("pipelineSpec", spec)
   tasks = set(spec["root"]["dag"]["tasks"])
-  assert {"RankerTrainer", "BanditPolicyTrainer", "bandit_pusher"} <= tasks
+  assert {"CrossEncoderTrainer", "BanditPolicyTrainer", "bandit_pusher"} <= tasks
   text = json.dumps(spec).replace("\\", "")  # the configs are JSON inside JSON strings
   assert '"history_scope": "all_training"' in text and '"epochs": 3' in text
   assert "--runner=DataflowRunner" in text and "--project=p" in text
 
 
 def test_flags_after_a_lone_double_dash_go_to_beam():
-  from pipeline.runners import local_runner  # noqa: PLC0415
   args = local_runner.parse_args(["--data_root", "d", "--", "--runner=DirectRunner",
                                   "--direct_num_workers=2"])
-  assert local_runner.config_from_args(args).beam_pipeline_args == [
+  assert config_from_args(args).beam_pipeline_args == [
       "--runner=DirectRunner", "--direct_num_workers=2"]
-  default = local_runner.config_from_args(local_runner.parse_args(["--data_root", "d"]))
+  default = config_from_args(local_runner.parse_args(["--data_root", "d"]))
   assert default.beam_pipeline_args == ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 
 
 def test_a_misspelt_retrieval_setting_fails_before_anything_runs(tmp_path):
-  from pipeline.runners import local_runner  # noqa: PLC0415
   args = local_runner.parse_args(["--data_root", "d", "--retrieval_settings",
                                   '{"item_bais": true}'])
-  config = local_runner.config_from_args(args)
+  config = config_from_args(args)
   assert config.retrieval_training == {"item_bais": True}
   with pytest.raises(ValueError, match="item_bais"):
     compile_pipeline(config, "gcr.io/project/recsys:1", str(tmp_path))

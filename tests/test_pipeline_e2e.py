@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline.components.serving_pusher import read_models_config
-from pipeline.config import RETRIEVAL_MODEL_NAME
 from pipeline.data import contract, parsing
 from pipeline.runners import local_runner
+from serving.models_config import RETRIEVAL, read_models_config
 from tests.conftest import pipeline_config
+from tests.saved_model_ops import graph_ops
 
 def test_cli_run_succeeds_and_ends_with_the_summary_path(first_run):
   _, code, lines, summary = first_run
@@ -40,10 +40,10 @@ def test_blessed_model_is_pushed_with_models_config(first_run):
   config, _, _, summary = first_run
   assert summary["blessed"] is True
   version_dir = summary["pushed_to"]
-  assert os.path.dirname(version_dir) == os.path.join(config.serving_root, RETRIEVAL_MODEL_NAME)
+  assert os.path.dirname(version_dir) == os.path.join(config.serving_root, RETRIEVAL)
   assert os.path.basename(version_dir).isdigit()
   models = read_models_config(os.path.join(config.serving_root, "models.config"))
-  assert [m.name for m in models.model_config_list.config] == [RETRIEVAL_MODEL_NAME]
+  assert [m.name for m in models.model_config_list.config] == [RETRIEVAL]
 
 
 def test_validation_reports_are_written(first_run):
@@ -121,7 +121,7 @@ def test_new_data_trains_and_pushes_a_new_version(first_run, slice_root, tmp_pat
   assert "Trainer" not in summary["cached_components"]
   assert "last_blessed" in summary["evaluation"]["metrics"]
   assert summary["pushed_to"] and summary["pushed_to"] != first["pushed_to"]
-  versions = [name for name in os.listdir(os.path.join(config.serving_root, RETRIEVAL_MODEL_NAME))
+  versions = [name for name in os.listdir(os.path.join(config.serving_root, RETRIEVAL))
               if name.isdigit()]
   assert len(versions) == 2
 
@@ -154,17 +154,9 @@ def test_anomalous_data_stops_before_training_and_pushes_nothing(slice_root, tmp
 
 def test_exported_model_uses_only_core_tensorflow_ops(first_run):
   """Stock TF Serving has TF's core ops (and TF Text's), not ScaNN's or other custom ops."""
-  from tensorflow.core.protobuf import saved_model_pb2
   from tensorflow.python.framework import op_def_registry
   _, _, _, summary = first_run
-  saved_model = saved_model_pb2.SavedModel()
-  with open(os.path.join(summary["pushed_to"], "saved_model.pb"), "rb") as f:
-    saved_model.ParseFromString(f.read())
-  graph = saved_model.meta_graphs[0].graph_def
-  ops = {node.op for node in graph.node}
-  for function in graph.library.function:
-    ops |= {node.op for node in function.node_def}
-  ops -= {function.signature.name for function in graph.library.function}
+  ops = graph_ops(summary["pushed_to"])
   unknown = sorted(op for op in ops if op_def_registry.get(op) is None)
   assert not unknown, unknown
   assert not any("scann" in op.lower() for op in ops)

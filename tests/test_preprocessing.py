@@ -7,7 +7,7 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-from pipeline.config import DEFAULT_SCHEMA
+from pipeline.data.contract import CURATED_SCHEMA
 from transform import features as F
 from transform.preprocessing import preprocessing_fn
 
@@ -32,7 +32,7 @@ ROWS = [
 
 @pytest.fixture(scope="module")
 def transformed(tmp_path_factory):
-  schema = tfdv.load_schema_text(DEFAULT_SCHEMA)
+  schema = tfdv.load_schema_text(CURATED_SCHEMA)
   metadata = dataset_metadata.DatasetMetadata(schema)
   assert isinstance(schema_utils.schema_as_feature_spec(schema).feature_spec[F.HISTORY],
                     tf.io.VarLenFeature)

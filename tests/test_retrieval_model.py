@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer.retrieval_model import TowerConfig, TwoTowerModel, Vocabularies
-from trainer.retrieval_trainer import TrainingSettings
+from trainer.retrieval.model import TowerConfig, TwoTowerModel, Vocabularies
+from trainer.retrieval.trainer import RetrievalSettings
 from transform import features as F
 
 VOCAB = Vocabularies(users=5, items=7, genders=3, occupations=4, title_tokens=9)
@@ -40,7 +40,7 @@ def test_towers_embed_on_the_unit_sphere_and_training_lowers_the_loss(config):
   model.compile(optimizer=tf.keras.optimizers.Adam(0.05))
   queries = model.query_tower(batch).numpy()
   candidates = model.candidate_tower(batch).numpy()
-  assert queries.shape == candidates.shape == (6, config.output_dim)
+  assert queries.shape == candidates.shape == (6, config.embedding_dim + int(config.item_bias))
   unit = queries[:, :config.embedding_dim]  # with item_bias: then 1 (query), the bias (item)
   assert np.linalg.norm(unit, axis=1) == pytest.approx(1.0, abs=1e-5)
   first = float(model.compute_loss(batch, training=False))
@@ -61,10 +61,10 @@ def test_history_changes_the_query_unless_switched_off():
 
 
 def test_settings_split_training_and_model_fields():
-  settings = TrainingSettings.from_config({"epochs": 2, "temperature": 0.1})
+  settings = RetrievalSettings.from_config({"epochs": 2, "temperature": 0.1})
   assert settings.epochs == 2 and settings.tower.temperature == 0.1
   with pytest.raises(ValueError, match="unknown settings"):
-    TrainingSettings.from_config({"epoch": 2})
+    RetrievalSettings.from_config({"epoch": 2})
 
 
 def test_item_bias_is_one_more_dimension_that_a_dot_product_adds():

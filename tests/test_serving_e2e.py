@@ -16,9 +16,11 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-from pipeline.components.interaction_example_gen import EVAL, TRAIN, JoinInteractions
-from pipeline.components.serving_pusher import write_models_config
-from serving.ab_testing import Experiment, count_feedback, report
+from pipeline.components.interaction_example_gen import JoinInteractions
+from pipeline.data.examples import EVAL, TRAIN
+from pipeline.components.serving_pusher import refresh_models_config
+from pipeline.ab_report import count_feedback, report
+from serving.experiment import Experiment
 from serving.protos import recommender_pb2 as pb
 from serving.protos import recommender_pb2_grpc
 from serving.serve import LocalStack
@@ -35,7 +37,7 @@ def stack(first_run, slice_root, tmp_path_factory):
   version = os.path.basename(summary["pushed_to"])
   serving_root = str(work / "serving")
   shutil.copytree(summary["pushed_to"], os.path.join(serving_root, "retrieval", version))
-  write_models_config(serving_root)
+  refresh_models_config(serving_root)
   experiment = Experiment.from_json(json.dumps({"experiment": "e2e", "variants": [
       {"name": "control", "weight": 0.5, "models": {"retrieval": version}},
       {"name": "treatment", "weight": 0.5}]}))
@@ -206,7 +208,7 @@ def test_a_pushed_bandit_policy_chooses_the_slate_with_propensities(stack, first
   export_dir = os.path.join(server.serving_root, "bandit", "1")
   train_bandit_policy(examples, summary["pushed_to"], slice_root, BanditTrainerSettings(),
                       export_dir, str(tmp_path / "report"))
-  write_models_config(server.serving_root)
+  refresh_models_config(server.serving_root)
   stub = _recommender(server)
   deadline = time.time() + 30
   while "bandit" not in (response := stub.Recommend(
@@ -217,3 +219,66 @@ def test_a_pushed_bandit_policy_chooses_the_slate_with_propensities(stack, first
   assert all(0 < p <= 1 for p in slate) and any(p < 1 for p in slate)
   assert [i.propensity for i in response.items[3:]] == [1.0] * 3
   assert len({i.item_id for i in response.items}) == 6
+
+
+def test_the_cascade_takes_the_bandit_width_from_the_pushed_policy(stack, first_run, slice_root,
+                                                                   tmp_path):
+  """A policy exported for 8 candidates instead of 20 works without any serving change: the
+  cascade reads the width from the signature and chooses among the top 8."""
+  from agents.policy_trainer import BanditTrainerSettings, train_bandit_policy  # pylint: disable=import-outside-toplevel
+  from agents.slate_policy import POLICY_SPEC_FILE  # pylint: disable=import-outside-toplevel
+  server, _, summary = stack
+  examples = min(tf.io.gfile.glob(os.path.join(
+      first_run[0].pipeline_root, "InteractionExampleGen", "examples", "*")),
+                 key=lambda path: int(os.path.basename(path)))
+  export_dir = os.path.join(server.serving_root, "bandit", "2")
+  train_bandit_policy(examples, summary["pushed_to"], slice_root,
+                      BanditTrainerSettings(max_candidates=8), export_dir,
+                      str(tmp_path / "report"))
+  with open(os.path.join(export_dir, POLICY_SPEC_FILE)) as f:
+    assert json.load(f)["max_candidates"] == 8
+  stub = _recommender(server)
+  deadline = time.time() + 30
+  while (response := stub.Recommend(pb.RecommendRequest(user=pb.UserContext(user_id="5"), k=50),
+                                    timeout=30)).model_versions["bandit"] != 2:
+    assert time.time() < deadline, "bandit version 2 was not picked up"
+  # The slate comes first, then the ranked rest: every slate item is among the top 8.
+  eighth = sorted((i.retrieval_score for i in response.items), reverse=True)[7]
+  assert all(i.retrieval_score >= eighth for i in response.items[:3])
+
+
+def test_a_policy_for_other_features_is_refused_loudly(stack, tmp_path):
+  """A bandit trained on other arm features (here the Open Bandit sample's) is never fed the
+  retrieval model's: Recommend answers FAILED_PRECONDITION naming the widths, until a policy
+  the cascade can feed replaces it."""
+  from agents.bandit_agents import LINUCB, AgentConfig, score_field, scoring_policy  # pylint: disable=import-outside-toplevel
+  from agents.open_bandit import load_open_bandit  # pylint: disable=import-outside-toplevel
+  from agents.replay import train_from_logs  # pylint: disable=import-outside-toplevel
+  from agents.slate_policy import SlatePolicy, export_slate_policy  # pylint: disable=import-outside-toplevel
+  server, _, _ = stack
+  log, _ = load_open_bandit()
+  agent, _ = train_from_logs(AgentConfig(name=LINUCB), log, np.arange(200))
+  foreign = os.path.join(server.serving_root, "bandit", "3")
+  export_slate_policy(SlatePolicy(scoring_policy(agent), score_field(agent), 3, 0.1), foreign,
+                      {"agent": LINUCB})
+  stub = _recommender(server)
+  request = pb.RecommendRequest(user=pb.UserContext(user_id="5"), k=5)
+  deadline = time.time() + 30
+  while True:
+    try:
+      stub.Recommend(request, timeout=30)
+    except grpc.RpcError as error:
+      assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error.details()
+      assert "bandit version 3 takes arm features of width" in error.details()
+      break
+    assert time.time() < deadline, "the foreign policy was served or never loaded"
+  shutil.copytree(os.path.join(server.serving_root, "bandit", "2"),
+                  os.path.join(server.serving_root, "bandit", "4"))
+  deadline = time.time() + 30
+  while True:
+    try:
+      if stub.Recommend(request, timeout=30).model_versions["bandit"] == 4:
+        break
+    except grpc.RpcError:
+      pass
+    assert time.time() < deadline, "the cascade did not take the policy it can feed"

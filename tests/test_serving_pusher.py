@@ -17,6 +17,7 @@ from tfx.utils import path_utils
 from tfx.utils import proto_utils
 
 from pipeline.components import serving_pusher
+from serving import models_config
 
 
 class _Doubler(tf.Module):
@@ -79,7 +80,7 @@ def _push(model_uri: str, work: pathlib.Path, serving_root: pathlib.Path, model_
 
 def _entries(serving_root: pathlib.Path) -> Dict[str, str]:
   """models.config as {name: base_path}, after checking every entry is set up for TF Serving."""
-  config = serving_pusher.read_models_config(str(serving_root / serving_pusher.MODELS_CONFIG))
+  config = models_config.read_models_config(str(serving_root / models_config.MODELS_CONFIG))
   for entry in config.model_config_list.config:
     assert entry.model_platform == "tensorflow"
     assert entry.model_version_policy.latest.num_versions == 1
@@ -102,7 +103,7 @@ def test_second_model_adds_an_entry(model_uri: str, tmp_path: pathlib.Path):
   _push(model_uri, tmp_path / "work", serving_root, "retrieval")
   _push(model_uri, tmp_path / "work", serving_root, "ranking")
 
-  config = serving_pusher.read_models_config(str(serving_root / serving_pusher.MODELS_CONFIG))
+  config = models_config.read_models_config(str(serving_root / models_config.MODELS_CONFIG))
   assert [entry.name for entry in config.model_config_list.config] == ["ranking", "retrieval"]
   assert _entries(serving_root) == {
       "ranking": str(serving_root / "ranking"),
@@ -114,7 +115,7 @@ def test_not_blessed_pushes_nothing_and_keeps_models_config(model_uri: str,
                                                             tmp_path: pathlib.Path):
   serving_root = tmp_path / "serving"
   _push(model_uri, tmp_path / "work", serving_root, "retrieval")
-  config_path = serving_root / serving_pusher.MODELS_CONFIG
+  config_path = serving_root / models_config.MODELS_CONFIG
   before = config_path.read_bytes()
   before_mtime = config_path.stat().st_mtime_ns
 
@@ -157,12 +158,12 @@ def test_models_config_skips_folders_that_are_not_servable(model_uri: str,
 
   # A relative serving root still yields absolute base paths, which TF Serving needs.
   monkeypatch.chdir(tmp_path)
-  path = serving_pusher.write_models_config("serving")
+  path = serving_pusher.refresh_models_config("serving")
 
-  assert path == str(serving_root / serving_pusher.MODELS_CONFIG)
+  assert path == str(serving_root / models_config.MODELS_CONFIG)
   assert _entries(serving_root) == {"retrieval": str(serving_root / "retrieval")}
   assert sorted(os.listdir(serving_root)) == [
-      "README", "half_pushed", serving_pusher.MODELS_CONFIG, "retrieval", "scratch"]
+      "README", "half_pushed", models_config.MODELS_CONFIG, "retrieval", "scratch"]
 
 
 def test_serving_root_pusher_component(tmp_path: pathlib.Path):

@@ -5,7 +5,8 @@ import os
 import pytest
 
 from pipeline.data import contract, parsing
-from serving.ab_testing import (Experiment, report, two_proportion_p_value, wilson_interval)
+from pipeline.ab_report import report, two_proportion_p_value, wilson_interval
+from serving.experiment import Experiment
 from serving.feedback_log import OPEN_SUFFIX, FeedbackLog, feedback_row
 
 
@@ -71,7 +72,9 @@ def test_feedback_rows_are_durable_and_readable_by_the_pipeline(tmp_path):
 def test_a_crash_leaves_nothing_torn(tmp_path):
   log = FeedbackLog(str(tmp_path))
   log.append([feedback_row("r1", "u1", "i1", "click", 1, 1.0, "a", timestamp=10)])
-  open_path = next(p for p in log.files() if p.endswith(OPEN_SUFFIX))
+  folder = os.path.join(str(tmp_path), contract.INTERACTIONS)
+  open_path = next(os.path.join(folder, name) for name in os.listdir(folder)
+                   if name.endswith(OPEN_SUFFIX))
   with open(open_path, "ab") as f:
     f.write(b'{"user_id": "u2", "item_')  # the process died mid-write
   recovered = FeedbackLog(str(tmp_path)).recovered  # the next start

@@ -6,7 +6,10 @@ raw data contract's column names (`pipeline/data/contract.py`).
 """
 from __future__ import annotations
 
-from typing import Tuple
+import re
+from typing import List, Tuple
+
+from pipeline.data import contract
 
 # --- Raw example features (ExampleGen output) --------------------------------------------
 USER_ID = "user_id"
@@ -32,6 +35,13 @@ IMAGE_URI = "image_uri"
 
 # The most recent interactions kept in HISTORY (older ones only count in USER_HISTORY_LENGTH).
 HISTORY_LENGTH = 20
+# What an example's HISTORY holds: the user's items from strictly earlier timestamps (a
+# sequence, for logs whose order means something), or all the user's other training-split items
+# (a profile, for logs whose order doesn't: bulk ratings, catalogs rated in one sitting). Neither
+# ever holds an eval-split item in a training example.
+HISTORY_EARLIER = "earlier"
+HISTORY_ALL_TRAINING = "all_training"
+HISTORY_SCOPES: Tuple[str, ...] = (HISTORY_EARLIER, HISTORY_ALL_TRAINING)
 # Activity segments for sliced evaluation: (label, lower bound of prior interactions).
 ACTIVITY_SEGMENTS: Tuple[Tuple[str, int], ...] = (("0-9", 0), ("10-49", 10), ("50-199", 50),
                                                   ("200+", 200))
@@ -54,6 +64,10 @@ YEAR_Z = "year_z"
 YEAR_BUCKET = "year_bucket"
 
 TITLE_LENGTH = 12
+# Title (and search) tokens: lower-cased runs of these characters; the transform graph and the
+# Python side (lexical search, synthetic queries) split text the same way.
+TOKEN_CHARS = "a-z0-9'"
+_TOKEN = re.compile(f"[{TOKEN_CHARS}]+")
 TITLE_VOCAB_SIZE = 20_000
 CATEGORY_VOCAB_SIZE = 32
 YEAR_BUCKETS = 10
@@ -72,6 +86,11 @@ TITLE_VOCAB = "title_token"
 CATEGORY_VOCAB = "category"
 
 
+def tokens(text: str) -> List[str]:
+  """The lower-cased word tokens the transform takes from titles."""
+  return _TOKEN.findall(text.lower())
+
+
 def activity_segment(prior_interactions: int) -> str:
   """The slice label of a user with this many prior interactions."""
   label = ACTIVITY_SEGMENTS[0][0]
@@ -80,11 +99,12 @@ def activity_segment(prior_interactions: int) -> str:
       label = name
   return label
 
+
 # The raw table each example feature comes from, so a validation error can name the files.
 SOURCE_TABLE = {
-    **{name: "interactions" for name in (USER_ID, ITEM_ID, EVENT, RATING, TIMESTAMP, QUERY,
+    **{name: contract.INTERACTIONS for name in (USER_ID, ITEM_ID, EVENT, RATING, TIMESTAMP, QUERY,
                                          SESSION_ID, HISTORY, USER_HISTORY_LENGTH,
                                          ACTIVITY_SEGMENT)},
-    **{name: "users" for name in (AGE, GENDER, OCCUPATION)},
-    **{name: "items" for name in (TITLE, DESCRIPTION, CATEGORIES, YEAR, IMAGE_URI)},
+    **{name: contract.USERS for name in (AGE, GENDER, OCCUPATION)},
+    **{name: contract.ITEMS for name in (TITLE, DESCRIPTION, CATEGORIES, YEAR, IMAGE_URI)},
 }

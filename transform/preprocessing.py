@@ -64,7 +64,7 @@ def _z_score(x: Tensor) -> tf.Tensor:
 def title_tokens(title: Tensor) -> tf.SparseTensor:
   """Lower-cased alphanumeric word tokens of each title."""
   text = tf.strings.lower(dense_scalar(title, ""))
-  text = tf.strings.regex_replace(text, r"[^a-z0-9']+", " ")
+  text = tf.strings.regex_replace(text, f"[^{F.TOKEN_CHARS}]+", " ")
   return tf.strings.split(text).to_sparse()
 
 

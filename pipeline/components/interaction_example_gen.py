@@ -9,10 +9,9 @@ data root is a cache hit and a changed one is a new span of examples.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Tuple
 
 import apache_beam as beam
-import tensorflow as tf
 from google.protobuf import any_pb2, json_format, struct_pb2
 from tfx.components import FileBasedExampleGen
 from tfx.components.example_gen import base_example_gen_executor
@@ -23,11 +22,9 @@ from tfx.utils import proto_utils
 
 from pipeline.data import contract
 from pipeline.data.beam_io import ReadTable
+from pipeline.data.examples import EVAL, SPLITS, TRAIN, encode_example
 from transform import features as F
-
-TRAIN = "train"
-EVAL = "eval"
-SPLITS = (TRAIN, EVAL)
+from transform.features import HISTORY_EARLIER, HISTORY_SCOPES
 
 
 def _eval_count(n_positive: int, eval_fraction: float) -> int:
@@ -41,15 +38,6 @@ def _duplicate_error(table: str, key: str, rows: List[Mapping[str, Any]]) -> con
   sources = ", ".join(row[contract.SOURCE_FIELD] for row in rows)
   return contract.ContractError(
       f"{table}: duplicate {table[:-1]} id {key!r} in rows {sources}; ids must be unique")
-
-
-# What an example's history holds: the user's items from strictly earlier timestamps (a sequence,
-# for logs whose order means something), or all the user's other training-split items (a profile,
-# for logs whose order doesn't: bulk ratings, catalogs rated in one sitting). Neither ever holds an
-# eval-split item in a training example.
-HISTORY_EARLIER = "earlier"
-HISTORY_ALL_TRAINING = "all_training"
-HISTORY_SCOPES = (HISTORY_EARLIER, HISTORY_ALL_TRAINING)
 
 
 def _earlier_items(events: List[Dict[str, Any]]) -> Iterator[Tuple[List[str], int]]:
@@ -145,31 +133,12 @@ def attach_item(item_id: str, grouped: Mapping[str, Iterable[Dict[str, Any]]]
                           F.IMAGE_URI: item["image_uri"]})
 
 
-def _feature(value: Any) -> Optional[tf.train.Feature]:
-  """A tf.train.Feature for one value; None and empty strings are left out (missing)."""
-  values = value if isinstance(value, list) else [value]
-  values = [v for v in values if v is not None and v != ""]
-  if isinstance(value, list) and not values:
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[]))
-  if not values:
-    return None
-  if isinstance(values[0], str):
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode() for v in values]))
-  if isinstance(values[0], float):
-    return tf.train.Feature(float_list=tf.train.FloatList(value=values))
-  return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-
-
 def to_example(fields: Mapping[str, Any]) -> bytes:
-  """Serializes one joined row; bookkeeping fields (split, source) stay out of the example."""
-  example = tf.train.Example()
-  for name, value in fields.items():
-    if name in ("split", contract.SOURCE_FIELD):
-      continue
-    feature = _feature(float(value) if name == F.RATING and value is not None else value)
-    if feature is not None:
-      example.features.feature[name].CopyFrom(feature)
-  return example.SerializeToString()
+  """Serializes one joined row; bookkeeping fields (split, source) stay out of the example, and
+  a rating is always a float feature (an integer rating would otherwise become an int64)."""
+  return encode_example({
+      name: float(value) if name == F.RATING and value is not None else value
+      for name, value in fields.items() if name not in ("split", contract.SOURCE_FIELD)})
 
 
 class JoinInteractions(beam.PTransform):

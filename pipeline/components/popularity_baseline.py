@@ -8,15 +8,14 @@ import tensorflow as tf
 from tfx import v1 as tfx
 from tfx.types import standard_artifacts
 
-from trainer.popularity_model import export_popularity_model
+from pipeline.components.artifacts import serving_model_dir
+from pipeline.data.examples import decode_example, first
+from trainer.retrieval.popularity import export_popularity_model
 from transform import features as F
-
-SERVING_DIR = "Format-Serving"  # where TFX's Evaluator and Pusher look for a SavedModel
 
 
 def _item_id(serialized: bytes) -> str:
-  example = tf.train.Example.FromString(serialized)
-  return example.features.feature[F.ITEM_ID].bytes_list.value[0].decode()
+  return first(decode_example(serialized), F.ITEM_ID, "")
 
 
 @tfx.dsl.components.component(use_beam=True)
@@ -40,4 +39,4 @@ def PopularityBaseline(  # pylint: disable=invalid-name
   with tf.io.gfile.GFile(counts_path) as f:
     top = json.loads(f.read())
   export_popularity_model([item for item, _ in top], [count for _, count in top], top_k,
-                          os.path.join(model.uri, SERVING_DIR))
+                          serving_model_dir(model))

@@ -11,16 +11,17 @@ import os
 from typing import List, Mapping, Sequence, Tuple
 
 import apache_beam as beam
-import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
-from tfx.components.evaluator import constants
 from tfx.types import standard_artifacts
-from tfx_bsl.tfxio import tf_example_record
 
-from pipeline.components.evaluation_report import OVERALL, EvaluationReport, Metrics
-from pipeline.components.popularity_baseline import SERVING_DIR
-from pipeline.components.retrieval_metrics import RetrievalMetrics, metric_names
+from pipeline.components.artifacts import serving_model_dir
+from pipeline.data.examples import EVAL
+from pipeline.evaluation.blessing import write_blessing
+from pipeline.evaluation.report import OVERALL, EvaluationReport, Metrics
+from pipeline.evaluation.tfma_metrics import RetrievalMetrics
+from pipeline.evaluation.tfma_runner import load_metrics, run_tfma
+from trainer.retrieval.metrics import metric_names
 from transform import features as F
 
 CANDIDATE, POPULARITY, LAST_BLESSED = "candidate", "popularity", "last_blessed"
@@ -37,23 +38,6 @@ def eval_config(model_names: Sequence[str], slice_features: Sequence[str]) -> tf
           model_names=list(model_names),
           metrics=[tfma.MetricConfig(class_name=RetrievalMetrics.__name__,
                                      module=RetrievalMetrics.__module__)])])
-
-
-def _slice_name(slice_key: Tuple) -> str:
-  return ", ".join(f"{k}={v.decode() if isinstance(v, bytes) else v}"
-                   for k, v in slice_key) or OVERALL
-
-
-def load_metrics(output_path: str) -> Metrics:
-  """TFMA's written metrics as plain nested dicts."""
-  metrics: Metrics = {}
-  for record in tfma.load_metrics(output_path):
-    slice_name = _slice_name(tfma.slicer.deserialize_slice_key(record.slice_key))
-    for kv in record.metric_keys_and_values:
-      model = kv.key.model_name
-      metrics.setdefault(model, {}).setdefault(slice_name, {})[kv.key.name] = (
-          kv.value.double_value.value)
-  return metrics
 
 
 def blessing_decision(metrics: Metrics, gate_metrics: Sequence[str], tolerance: float
@@ -82,37 +66,6 @@ REPORT = EvaluationReport("Retrieval evaluation", "retrieval_metrics.json",
                           (CANDIDATE, POPULARITY, LAST_BLESSED))
 
 
-def write_blessing(blessing: standard_artifacts.ModelBlessing, model: standard_artifacts.Model,
-                   blessed: bool) -> None:
-  """The same properties and marker file as TFX's Evaluator, so Pusher and the
-  latest-blessed-model resolver read it unchanged."""
-  blessing.set_string_custom_property(constants.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY,
-                                      model.uri)
-  blessing.set_int_custom_property(constants.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY, model.id)
-  name = constants.BLESSED_FILE_NAME if blessed else constants.NOT_BLESSED_FILE_NAME
-  tf.io.gfile.makedirs(blessing.uri)
-  with tf.io.gfile.GFile(os.path.join(blessing.uri, name), "w") as f:
-    f.write("")
-  blessing.set_int_custom_property(
-      constants.ARTIFACT_PROPERTY_BLESSED_KEY,
-      constants.BLESSED_VALUE if blessed else constants.NOT_BLESSED_VALUE)
-
-
-def run_tfma(pipeline: beam.Pipeline, eval_pattern: str, model_paths: Mapping[str, str],
-             config: tfma.EvalConfig, output_path: str) -> None:
-  """One TFMA pass over serialized tf.Examples for every model named in `model_paths`."""
-  shared = [tfma.default_eval_shared_model(eval_saved_model_path=path, model_name=name,
-                                           eval_config=config)
-            for name, path in model_paths.items()]
-  source = tf_example_record.TFExampleRecord(file_pattern=eval_pattern,
-                                             raw_record_column_name=tfma.ARROW_INPUT_COLUMN)
-  with pipeline as p:
-    _ = (p
-         | "ReadEval" >> source.BeamSource()
-         | "TFMA" >> tfma.ExtractEvaluateAndWriteResults(
-             eval_shared_model=shared, eval_config=config, output_path=output_path))
-
-
 def run_analysis(pipeline: beam.Pipeline, eval_pattern: str, model_paths: Mapping[str, str],
                  slice_features: Sequence[str], output_path: str) -> None:
   """Runs TFMA over the eval examples for every model, sliced by user segment."""
@@ -134,11 +87,11 @@ def RetrievalEvaluator(  # pylint: disable=invalid-name
     beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None,
 ) -> None:
   """TFMA metrics of candidate, popularity and last blessed model; writes the blessing."""
-  model_paths = {CANDIDATE: os.path.join(model.uri, SERVING_DIR),
-                 POPULARITY: os.path.join(baseline_model.uri, SERVING_DIR)}
+  model_paths = {CANDIDATE: serving_model_dir(model),
+                 POPULARITY: serving_model_dir(baseline_model)}
   if blessed_model is not None:
-    model_paths[LAST_BLESSED] = os.path.join(blessed_model.uri, SERVING_DIR)
-  run_analysis(beam_pipeline, os.path.join(examples.uri, "Split-eval", "*"), model_paths,
+    model_paths[LAST_BLESSED] = serving_model_dir(blessed_model)
+  run_analysis(beam_pipeline, os.path.join(examples.uri, f"Split-{EVAL}", "*"), model_paths,
                [f for f in slice_features.split(",") if f], evaluation.uri)
   metrics = load_metrics(evaluation.uri)
   blessed, reasons = blessing_decision(metrics, gate_metrics.split(","), tolerance)

@@ -18,8 +18,6 @@ import uuid
 from typing import Any, Dict, List
 
 import tensorflow as tf
-from google.protobuf import text_format
-from tensorflow_serving.config import model_server_config_pb2
 from tfx import types
 from tfx.components import Pusher
 from tfx.components.pusher import executor as pusher_executor
@@ -29,7 +27,8 @@ from tfx.types import artifact_utils
 from tfx.types import standard_component_specs
 from tfx.utils import proto_utils
 
-MODELS_CONFIG = "models.config"
+from serving.models_config import (ModelServerConfig, available_versions, models_config_path,
+                                   write_models_config)
 
 # The stock executor marks its PushedModel output with this int custom property: 1 when it
 # copied (or had already copied) the model, 0 when the blessing check refused the push.
@@ -42,46 +41,21 @@ def _absolute(path: str) -> str:
   return path if "://" in path else os.path.abspath(path)
 
 
-def _has_servable_version(model_dir: str) -> bool:
-  """A model counts once one version folder holds `saved_model.pb`, which the Pusher copies last."""
-  for child in tf.io.gfile.listdir(model_dir):
-    version = child.rstrip("/")
-    if version.isdigit() and tf.io.gfile.exists(
-        os.path.join(model_dir, version, "saved_model.pb")):
-      return True
-  return False
-
-
-def write_models_config(serving_root: str) -> str:
-  """Writes `<serving_root>/models.config` naming every servable model folder; returns its path.
-
-  The file is written to a private temporary name and renamed over the old one, so TF Serving
-  polling the file never reads a half-written config.
-  """
+def refresh_models_config(serving_root: str) -> str:
+  """Rewrites `<serving_root>/models.config` to name every servable model folder; returns its
+  path."""
   root = _absolute(serving_root).rstrip("/")
-  config = model_server_config_pb2.ModelServerConfig()
-  names = sorted(child.rstrip("/") for child in tf.io.gfile.listdir(root))
-  for name in names:
+  config = ModelServerConfig()
+  for name in sorted(child.rstrip("/") for child in tf.io.gfile.listdir(root)):
     model_dir = os.path.join(root, name)
-    if not tf.io.gfile.isdir(model_dir) or not _has_servable_version(model_dir):
+    if not tf.io.gfile.isdir(model_dir) or not available_versions(model_dir):
       continue
     entry = config.model_config_list.config.add(
         name=name, base_path=model_dir, model_platform="tensorflow")
     entry.model_version_policy.latest.num_versions = 1
-  path = os.path.join(root, MODELS_CONFIG)
-  # A unique temporary name: pushers of different models may run at once in one pipeline, and a
-  # shared name would let one writer rename away the other's file mid-write.
-  tmp_path = f"{path}.tmp.{uuid.uuid4().hex}"
-  with tf.io.gfile.GFile(tmp_path, "w") as f:
-    f.write(text_format.MessageToString(config))
-  tf.io.gfile.rename(tmp_path, path, overwrite=True)
+  path = models_config_path(root)
+  write_models_config(config, path)
   return path
-
-
-def read_models_config(path: str) -> model_server_config_pb2.ModelServerConfig:
-  """Parses a text-format `models.config`, the form TF Serving reads."""
-  with tf.io.gfile.GFile(path, "r") as f:
-    return text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
 
 
 PUSH_LOG = "pushes.json"
@@ -134,7 +108,12 @@ class ServingRootPusherExecutor(pusher_executor.Executor):
         return
       _record_push(model_dir, model_uri,
                    pushed_model.get_string_custom_property(_PUSHED_VERSION_KEY))
-    write_models_config(os.path.dirname(model_dir))
+    refresh_models_config(os.path.dirname(model_dir))
+
+
+def pusher_id(model_name: str) -> str:
+  """The node id of the pusher of one model (the run report finds its PushedModel by it)."""
+  return f"{model_name}_pusher"
 
 
 def serving_root_pusher(model: types.BaseChannel, model_blessing: types.BaseChannel,
@@ -151,4 +130,4 @@ def serving_root_pusher(model: types.BaseChannel, model_blessing: types.BaseChan
       model_blessing=model_blessing,
       push_destination=push_destination,
       custom_executor_spec=executor_spec.ExecutorClassSpec(ServingRootPusherExecutor),
-  ).with_id(f"{model_name}_pusher")
+  ).with_id(pusher_id(model_name))

@@ -13,6 +13,7 @@ ExampleGen and the serving feedback log all refer to it.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Tuple
 
 INTERACTIONS = "interactions"
@@ -26,9 +27,16 @@ FILE_FORMATS: Tuple[str, ...] = (".csv", ".jsonl", ".parquet")
 # Event types a log may carry. Retrieval learns from the positive ones; an `impression` is a
 # shown-but-not-clicked record written by the serving feedback log. Any other value is kept in the
 # examples so that validation (TFDV, against the schema's domain) reports it.
-POSITIVE_EVENT_TYPES: Tuple[str, ...] = ("view", "click", "add_to_cart", "purchase", "rating")
-NEGATIVE_EVENT_TYPES: Tuple[str, ...] = ("impression",)
+CLICK = "click"
+IMPRESSION = "impression"
+POSITIVE_EVENT_TYPES: Tuple[str, ...] = ("view", CLICK, "add_to_cart", "purchase", "rating")
+NEGATIVE_EVENT_TYPES: Tuple[str, ...] = (IMPRESSION,)
 EVENT_TYPES: Tuple[str, ...] = POSITIVE_EVENT_TYPES + NEGATIVE_EVENT_TYPES
+
+# The curated schema the pipeline validates examples against by default (value ranges, event
+# domain, required features); also where other modules read the rating scale from.
+CURATED_SCHEMA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              "schema", "retrieval_schema.pbtxt")
 
 # In CSV files a list-valued column (categories) is one string joined with this separator.
 LIST_SEPARATOR = "|"

@@ -241,3 +241,10 @@ def list_table_files(data_root: str, table: str) -> List[str]:
         f"required table '{table}' has no data files in {folder}/; put one or more "
         f"{', '.join(contract.FILE_FORMATS)} files there")
   return files
+
+
+def read_table(data_root: str, table: str) -> Iterator[Dict[str, Any]]:
+  """Every row of one table, file by file, streamed (for Python-side readers: serving's stores,
+  the bandit's log reader, benchmarks; Beam components read with `beam_io.ReadTable`)."""
+  for path in list_table_files(data_root, table):
+    yield from read_file_rows(path, table)

@@ -1,0 +1,149 @@
+"""The A/B report: per-variant click-through from the serving feedback log, counted in Beam.
+
+Offline: it reads the feedback the cascade logged under a data root (the variants come from the
+routing of `serving/experiment.py`). CTR = clicks / impressions per variant, Wilson 95%
+intervals, and a pooled two-proportion z-test of every variant against the control.
+
+    python -m pipeline.ab_report --data_root DIR [--output_dir DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+from typing import Dict, Iterator, List, Mapping, Optional, Tuple
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline.data import contract
+from pipeline.data.beam_io import ReadTable
+from serving.experiment import DEFAULT_VARIANT
+
+Z_95 = 1.959963984540054
+
+
+def wilson_interval(clicks: int, shown: int) -> Tuple[float, float]:
+  """The Wilson score 95% interval of a CTR; exact at 0 and 1, where round-off would put the
+  bound past the observed rate."""
+  if shown == 0:
+    return 0.0, 1.0
+  p = clicks / shown
+  denominator = 1 + Z_95 ** 2 / shown
+  centre = (p + Z_95 ** 2 / (2 * shown)) / denominator
+  half = Z_95 * math.sqrt(p * (1 - p) / shown + Z_95 ** 2 / (4 * shown ** 2)) / denominator
+  low = 0.0 if clicks == 0 else max(0.0, min(p, centre - half))
+  high = 1.0 if clicks == shown else min(1.0, max(p, centre + half))
+  return low, high
+
+
+def two_proportion_p_value(clicks_a: int, shown_a: int, clicks_b: int, shown_b: int) -> float:
+  """Two-sided p-value of the pooled z-test that both variants have the same CTR."""
+  if not shown_a or not shown_b:
+    return 1.0
+  pooled = (clicks_a + clicks_b) / (shown_a + shown_b)
+  se = math.sqrt(pooled * (1 - pooled) * (1 / shown_a + 1 / shown_b))
+  if se == 0:
+    return 1.0
+  z = (clicks_b / shown_b - clicks_a / shown_a) / se
+  return math.erfc(abs(z) / math.sqrt(2))
+
+
+def _impression_outcome(rows) -> Iterator[Tuple[str, Tuple[int, int]]]:
+  """(variant, (1, clicked)) for one (request, item) group, if it holds an impression."""
+  variant, clicked = None, 0
+  for row in rows:
+    if row["event"] == contract.IMPRESSION:
+      variant = row["variant"] or DEFAULT_VARIANT
+    elif row["event"] == contract.CLICK:
+      clicked = 1
+  if variant is not None:
+    yield variant, (1, clicked)
+
+
+def count_feedback(data_root: str, beam_args: Optional[List[str]] = None
+                   ) -> Dict[str, Dict[str, int]]:
+  """{variant: {impressions, clicks}} from the feedback rows under the data root, in Beam.
+
+  A click counts when the log holds an impression of that item in the same request.
+  """
+  with tempfile.TemporaryDirectory() as tmp:
+    out = os.path.join(tmp, "counts")
+    with beam.Pipeline(options=PipelineOptions(beam_args or [])) as p:
+      _ = (p
+           | ReadTable(data_root, contract.INTERACTIONS)
+           | "Logged" >> beam.Filter(lambda row: bool(row["request_id"]))
+           | "ByShownItem" >> beam.Map(lambda row: ((row["request_id"], row["item_id"]), row))
+           | "Group" >> beam.GroupByKey()
+           | "Outcome" >> beam.FlatMap(lambda kv: _impression_outcome(kv[1]))
+           | "Sum" >> beam.CombinePerKey(lambda pairs: tuple(map(sum, zip(*pairs))) or (0, 0))
+           | "Json" >> beam.Map(lambda kv: json.dumps(
+               [kv[0], {"impressions": kv[1][0], "clicks": kv[1][1]}]))
+           | "Write" >> beam.io.WriteToText(out, shard_name_template=""))
+    with open(out) as f:
+      return dict(json.loads(line) for line in f if line.strip())
+
+
+def report(counts: Mapping[str, Mapping[str, int]], control: Optional[str] = None
+           ) -> List[Dict[str, object]]:
+  """Rows of the A/B table; the control is the named variant or the first in sorted order."""
+  names = sorted(counts)
+  control = control if control in counts else (names[0] if names else None)
+  rows = []
+  for name in names:
+    shown, clicks = counts[name]["impressions"], counts[name]["clicks"]
+    low, high = wilson_interval(clicks, shown)
+    rows.append({"variant": name, "impressions": shown, "clicks": clicks,
+                 "ctr": clicks / shown if shown else 0.0, "ctr_95_low": low, "ctr_95_high": high,
+                 "p_value_vs_control": None if name == control else two_proportion_p_value(
+                     counts[control]["clicks"], counts[control]["impressions"], clicks, shown),
+                 "control": name == control})
+  return rows
+
+
+def table(rows: List[Dict[str, object]]) -> str:
+  lines = [f"{'variant':<14}{'impressions':>12}{'clicks':>8}{'CTR':>8}{'95% CI':>18}{'p vs control':>14}"]
+  for r in rows:
+    p = "control" if r["control"] else f"{r['p_value_vs_control']:.4f}"
+    lines.append(f"{r['variant']:<14}{r['impressions']:>12}{r['clicks']:>8}{r['ctr']:>8.4f}"
+                 f"{'[%.4f, %.4f]' % (r['ctr_95_low'], r['ctr_95_high']):>18}{p:>14}")
+  return "\n".join(lines)
+
+
+def plot(rows: List[Dict[str, object]], path: str) -> None:
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
+  figure, axes = pyplot.subplots(figsize=(5, 3))
+  ctr = [r["ctr"] for r in rows]
+  errors = [[r["ctr"] - r["ctr_95_low"] for r in rows], [r["ctr_95_high"] - r["ctr"] for r in rows]]
+  axes.bar([r["variant"] for r in rows], ctr, yerr=errors, capsize=6, color="#4c78a8")
+  axes.set_ylabel("click-through rate (95% CI)")
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+  pyplot.close(figure)
+
+
+def main(argv: List[str]) -> int:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--data_root", required=True)
+  parser.add_argument("--control", default=None)
+  parser.add_argument("--output_dir", default=None, help="writes ab_report.json and .png here")
+  args = parser.parse_args(argv)
+  rows = report(count_feedback(args.data_root), args.control)
+  print(table(rows))
+  if args.output_dir:
+    os.makedirs(args.output_dir, exist_ok=True)
+    with open(os.path.join(args.output_dir, "ab_report.json"), "w") as f:
+      json.dump(rows, f, indent=2)
+    plot(rows, os.path.join(args.output_dir, "ab_report.png"))
+    print(os.path.join(args.output_dir, "ab_report.json"))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,123 @@
+"""The pipeline's command-line flags, shared by every runner (local, Kubeflow), and the config
+they name. Imports nothing heavy, so `--help` answers at once.
+
+Flags after a lone `--` go to every Beam component (Beam's flags start with `--` themselves, so
+argparse could not take them as values).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import List
+
+from pipeline.config import CrossEncoderStage, PipelineConfig
+from transform.features import HISTORY_SCOPES
+
+
+def _stage_switch(parser: argparse.ArgumentParser, stage: str, what: str) -> None:
+  """--STAGE / --no_STAGE; neither leaves the default (on for the MovieLens demo)."""
+  parser.add_argument(f"--{stage}", dest=stage, action="store_const", const=True, default=None,
+                      help=f"add {what} (default: on with --movielens)")
+  parser.add_argument(f"--no_{stage}", dest=stage, action="store_const", const=False,
+                      help=f"leave {what} out, also with --movielens")
+
+
+def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
+  """The flags of the pipeline itself, the same for every runner."""
+  defaults = PipelineConfig(data_root="")
+  parser.add_argument("--pipeline_name", default=defaults.pipeline_name,
+                      help="names the MLMD contexts and the pipeline root's folder")
+  parser.add_argument("--schema_path", default=None,
+                      help="curated schema (schema.pbtxt) to validate against; default "
+                           "pipeline/schema/retrieval_schema.pbtxt")
+  parser.add_argument("--history_scope", choices=HISTORY_SCOPES, default=defaults.history_scope,
+                      help="each example's history: items from strictly earlier timestamps, or "
+                           "the user's other training items (logs whose order means nothing)")
+  parser.add_argument("--eval_fraction", type=float, default=defaults.eval_fraction,
+                      help="the latest fraction of each user's interactions held out for eval")
+  parser.add_argument("--epochs", type=int, default=None, help="retrieval training epochs")
+  parser.add_argument("--batch_size", type=int, default=None, help="retrieval training batch")
+  parser.add_argument("--strategy", default=None,
+                      help="retrieval distribution strategy: default, mirrored or tpu")
+  parser.add_argument("--retrieval_settings", type=json.loads, default={},
+                      help="more retrieval trainer settings as JSON (RetrievalSettings and "
+                           "TowerConfig fields), e.g. '{\"item_bias\": true}'")
+  parser.add_argument("--gate_metrics", default=None,
+                      help=f"comma-separated metrics the model must win on (default "
+                           f"{defaults.gate_metrics})")
+  parser.add_argument("--regression_tolerance", type=float, default=None,
+                      help="how far below the last blessed model a gate metric may fall "
+                           f"(default {defaults.regression_tolerance})")
+  _stage_switch(parser, "cross_encoder", "the BERT cross-encoder stage")
+  stage = CrossEncoderStage()
+  parser.add_argument("--cross_encoder_scale", type=float, default=1.0,
+                      help=f"query groups mined and trained on, as a multiple of the CPU demo's "
+                           f"bounded sample ({stage.train_groups} train / "
+                           f"{stage.validation_groups} validation / {stage.eval_groups} eval)")
+  parser.add_argument("--cross_encoder_checkpoint_dir", default=None,
+                      help="a Hugging Face BERT folder (config.json, vocab.txt, "
+                           "model.safetensors); default all-MiniLM-L6-v2")
+  parser.add_argument("--cross_encoder_layers", type=int, default=None,
+                      help="keep only the checkpoint's first N layers")
+  parser.add_argument("--cross_encoder_sequence_length", type=int, default=None,
+                      help="tokens per (query, item text) pair; default 64")
+  parser.add_argument("--cross_encoder_loss", choices=("pointwise", "listwise"), default=None,
+                      help="binary cross-entropy per pair (default) or softmax per query group")
+  parser.add_argument("--cross_encoder_lora_rank", type=int, default=None,
+                      help="fine-tune LoRA adapters of this rank instead of every weight")
+  parser.add_argument("--cross_encoder_precision", choices=("float32", "bfloat16"), default=None,
+                      help="compute precision of the fine-tune (default float32)")
+  parser.add_argument("--cross_encoder_gate_slices", default=None,
+                      help=f"slices the cross-encoder must beat the retrieval order in (default "
+                           f"{stage.gate_slices}: overall and in each query kind)")
+  _stage_switch(parser, "bandit", "the bandit policy stage")
+  parser.add_argument("--no_cache", action="store_true",
+                      help="re-run every component even where MLMD has a cached execution")
+
+
+def parse_pipeline_args(parser: argparse.ArgumentParser, argv: List[str]) -> argparse.Namespace:
+  """Parses `argv`; what follows a lone "--" becomes `beam_pipeline_args`."""
+  split = argv.index("--") if "--" in argv else len(argv)
+  args = parser.parse_args(argv[:split])
+  args.beam_pipeline_args = argv[split + 1:] if split < len(argv) else None
+  return args
+
+
+def cross_encoder_stage(args: argparse.Namespace) -> CrossEncoderStage:
+  training = {name: value for name, value in {
+      "checkpoint_dir": args.cross_encoder_checkpoint_dir,
+      "num_layers": args.cross_encoder_layers,
+      "sequence_length": args.cross_encoder_sequence_length, "loss": args.cross_encoder_loss,
+      "lora_rank": args.cross_encoder_lora_rank,
+      "precision": args.cross_encoder_precision}.items() if value is not None}
+  stage = CrossEncoderStage(training=training).scaled(args.cross_encoder_scale)
+  if args.cross_encoder_gate_slices:
+    stage.gate_slices = args.cross_encoder_gate_slices
+  return stage
+
+
+def config_from_args(args: argparse.Namespace) -> PipelineConfig:
+  """The config the flags name; with --movielens (local runs) the cross-encoder and bandit are
+  on unless turned off."""
+  movielens = getattr(args, "movielens", False)
+  data_root = args.data_root or os.path.join(args.output_root, "data", "movielens-100k")
+  training = dict(args.retrieval_settings, **{
+      k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size,
+                        "strategy": args.strategy}.items() if v is not None})
+  config = PipelineConfig(data_root=data_root, output_root=args.output_root,
+                          pipeline_name=args.pipeline_name, retrieval_training=training,
+                          eval_fraction=args.eval_fraction, history_scope=args.history_scope,
+                          enable_cache=not args.no_cache)
+  if args.schema_path:
+    config.schema_path = args.schema_path
+  if args.gate_metrics:
+    config.gate_metrics = args.gate_metrics
+  if args.regression_tolerance is not None:
+    config.regression_tolerance = args.regression_tolerance
+  if args.beam_pipeline_args is not None:
+    config.beam_pipeline_args = args.beam_pipeline_args
+  if movielens if args.cross_encoder is None else args.cross_encoder:
+    config.cross_encoder = cross_encoder_stage(args)
+  config.bandit = movielens if args.bandit is None else args.bandit
+  return config
