@@ -26,7 +26,7 @@ import tensorflow as tf  # noqa: E402
 
 from trainer.cross_encoder.export import CrossEncoderModule, export_cross_encoder  # noqa: E402
 from trainer.cross_encoder.model import pair_preprocessor  # noqa: E402
-from trainer.cross_encoder.texts import item_text, user_context_text  # noqa: E402
+from trainer.cross_encoder.texts import item_text  # noqa: E402
 from trainer.cross_encoder.trainer import CrossEncoderSettings, build_model  # noqa: E402
 from trainer.encoders.bert_checkpoint import BertConfig, load_tokenizer, minilm_dir  # noqa: E402
 
@@ -76,11 +76,10 @@ def training_throughput(length: int, precision: str, steps: int, groups: int = 4
 
 
 def rerank_latency(export_dir: str, candidates: List[int], repeats: int) -> Dict[str, Dict]:
-  """Milliseconds per call of serving_default for one query and N candidates, with texts as
-  long as MovieLens ones (five recent titles and a profile; title, genres, year)."""
+  """Milliseconds per call of serving_default for one search query and N candidates, with
+  item texts as long as MovieLens ones (title, genres, year)."""
   serve = tf.saved_model.load(export_dir).signatures["serving_default"]
-  query = user_context_text({"age": 24, "gender": "M", "occupation": "technician"},
-                            [f"Some Movie Title {i} (1995)" for i in range(5)])
+  query = "comedy films of the 1990s"
   result = {}
   for n in candidates:
     items = tf.constant([item_text({"title": f"Another Movie Title {i} (1994)", "year": 1994,

@@ -11,8 +11,8 @@ import json
 import os
 from typing import List
 
-from pipeline.config import CrossEncoderStage, PipelineConfig
-from transform.features import HISTORY_SCOPES
+from pipeline.config import CrossEncoderStage, PipelineConfig, RankingStage
+from transform.features import EVAL_SPLITS, HISTORY_SCOPES, PAIRED_EVAL_SPLIT
 
 
 def _stage_switch(parser: argparse.ArgumentParser, stage: str, what: str) -> None:
@@ -32,10 +32,14 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
                       help="curated schema (schema.pbtxt) to validate against; default "
                            "pipeline/schema/retrieval_schema.pbtxt")
   parser.add_argument("--history_scope", choices=HISTORY_SCOPES, default=defaults.history_scope,
-                      help="each example's history: items from strictly earlier timestamps, or "
-                           "the user's other training items (logs whose order means nothing)")
+                      help="each example's history: the user's other training items (logs "
+                           "whose order means nothing, the default), or items from strictly "
+                           "earlier timestamps (sequences)")
+  parser.add_argument("--eval_split", choices=EVAL_SPLITS, default="",
+                      help=f"how each user's eval interactions are chosen; must pair with the "
+                           f"history scope {PAIRED_EVAL_SPLIT}, which is the default")
   parser.add_argument("--eval_fraction", type=float, default=defaults.eval_fraction,
-                      help="the latest fraction of each user's interactions held out for eval")
+                      help="the fraction of each user's interactions held out for eval")
   parser.add_argument("--epochs", type=int, default=None, help="retrieval training epochs")
   parser.add_argument("--batch_size", type=int, default=None, help="retrieval training batch")
   parser.add_argument("--strategy", default=None,
@@ -49,6 +53,24 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--regression_tolerance", type=float, default=None,
                       help="how far below the last blessed model a gate metric may fall "
                            f"(default {defaults.regression_tolerance})")
+  ranking = RankingStage()
+  parser.add_argument("--no_ranker", dest="ranker", action="store_false",
+                      help="leave the recommendation ranking stage out (the item-to-item "
+                           "source, the fold models, the learned ranker)")
+  parser.add_argument("--ranker_folds", type=int, default=ranking.folds,
+                      help="training folds held out in turn to mine the ranker's lists")
+  parser.add_argument("--ranker_settings", type=json.loads, default={},
+                      help="ranker trainer settings as JSON (trainer/ranker/trainer.py "
+                           "RankerSettings), e.g. '{\"scorers\": [\"dcn\"]}'")
+  parser.add_argument("--ranker_gate_metrics", default=ranking.gate_metrics,
+                      help="comma-separated metrics the cascade must beat every single source "
+                           f"on (default {ranking.gate_metrics})")
+  parser.add_argument("--ranker_gate_share", type=float, default=ranking.gate_share,
+                      help="share of users whose mined lists only decide the ranker's "
+                           f"blessing (default {ranking.gate_share})")
+  parser.add_argument("--item_to_item_settings", type=json.loads, default={},
+                      help="item-to-item source settings as JSON (trainer/item_to_item/"
+                           "model.py ItemToItemSettings), e.g. '{\"ease_lambda\": 700}'")
   _stage_switch(parser, "cross_encoder", "the BERT cross-encoder stage")
   stage = CrossEncoderStage()
   parser.add_argument("--cross_encoder_scale", type=float, default=1.0,
@@ -108,7 +130,13 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
   config = PipelineConfig(data_root=data_root, output_root=args.output_root,
                           pipeline_name=args.pipeline_name, retrieval_training=training,
                           eval_fraction=args.eval_fraction, history_scope=args.history_scope,
-                          enable_cache=not args.no_cache)
+                          eval_split=args.eval_split, enable_cache=not args.no_cache,
+                          ranking=RankingStage(folds=args.ranker_folds,
+                                               item_to_item=args.item_to_item_settings,
+                                               training=args.ranker_settings,
+                                               gate_metrics=args.ranker_gate_metrics,
+                                               gate_share=args.ranker_gate_share)
+                          if args.ranker else None)
   if args.schema_path:
     config.schema_path = args.schema_path
   if args.gate_metrics:

@@ -1,6 +1,7 @@
 """The pipeline: ingest -> validate -> transform -> train -> evaluate -> bless -> push, for the
-retriever and (when configured) the cross-encoder that re-orders its candidates and the bandit
-policy that chooses the shown slate.
+candidate sources (the two-tower retriever, the item-to-item source, popularity), the ranker
+that orders their union, and (when configured) the cross-encoder that re-ranks search results
+and the bandit policy that chooses the shown slate.
 
 Runner-agnostic: `pipeline/runners/` runs it locally, `kubeflow/` compiles it for Kubeflow.
 Model code is reached only through module strings (`run_fn`, `preprocessing_fn`).
@@ -8,7 +9,8 @@ Model code is reached only through module strings (`run_fn`, `preprocessing_fn`)
 from __future__ import annotations
 
 import dataclasses
-from typing import List
+import json
+from typing import List, Optional
 
 from tfx import v1 as tfx
 from tfx.dsl.components.base.base_node import BaseNode
@@ -16,23 +18,33 @@ from tfx.orchestration import metadata
 
 from agents.policy_trainer import REPORT_HTML as BANDIT_REPORT_HTML
 from agents.policy_trainer import REPORT_JSON as BANDIT_REPORT_JSON
-from pipeline.components import cross_encoder_evaluator, retrieval_evaluator
+from pipeline.components import cross_encoder_evaluator, ranker_evaluator, retrieval_evaluator
 from pipeline.components.bandit_policy_trainer import BanditPolicyTrainer
 from pipeline.components.cross_encoder_evaluator import CrossEncoderEvaluator
 from pipeline.components.cross_encoder_miner import CrossEncoderMiner
-from pipeline.components.interaction_example_gen import interaction_example_gen
+from pipeline.components.interaction_example_gen import SplitSettings, interaction_example_gen
+from pipeline.components.item_to_item_trainer import ItemToItemTrainer
 from pipeline.components.popularity_baseline import PopularityBaseline
+from pipeline.components.ranker_evaluator import RankerEvaluator
+from pipeline.components.ranker_trainer import RankerTrainer
+from pipeline.components.ranking_list_miner import RankingListMiner
 from pipeline.components.retrieval_evaluator import RetrievalEvaluator
 from pipeline.components.serving_pusher import pusher_id, serving_root_pusher
 from pipeline.components.validation_gate import ValidationGate
-from pipeline.config import CrossEncoderStage, PipelineConfig
+from pipeline.config import CrossEncoderStage, PipelineConfig, RankingStage
+from pipeline.evaluation.report import EvaluationReport
 from pipeline.data.examples import EVAL, TRAIN
-from serving.models_config import BANDIT, CROSS_ENCODER, RETRIEVAL
+from serving.models_config import (BANDIT, CROSS_ENCODER, ITEM_TO_ITEM, POPULARITY, RANKER,
+                                   RETRIEVAL)
 from trainer.cross_encoder import groups
-from trainer.retrieval.trainer import RetrievalSettings
+from trainer.item_to_item.model import ItemToItemSettings
+from trainer.ranker.trainer import RankerSettings
+from trainer.retrieval.trainer import FOLD_EPOCHS, HELD_OUT_FOLDS, RetrievalSettings
+from transform.features import held_out_folds
 
 PREPROCESSING_FN = "transform.preprocessing.preprocessing_fn"
 RETRIEVAL_RUN_FN = "trainer.retrieval.trainer.run_fn"
+FOLD_RETRIEVAL_RUN_FN = "trainer.retrieval.trainer.fold_run_fn"
 CROSS_ENCODER_RUN_FN = "trainer.cross_encoder.trainer.run_fn"
 
 
@@ -45,25 +57,106 @@ class Stage:
   evaluator_id: str   # the node whose ModelEvaluation and ModelBlessing judge it
   report_json: str    # the evaluator's verdict in its ModelEvaluation artifact
   report_html: str
+  # How the run report shows its metrics (None: the stage reports its own way, the bandit).
+  report: Optional[EvaluationReport] = None
+  blessing_key: str = "blessing"  # the evaluator's output that holds this model's blessing
 
   @property
   def pusher_id(self) -> str:
     return pusher_id(self.model_name)
 
 
-RETRIEVAL_STAGE = Stage(RETRIEVAL, "Trainer", "RetrievalEvaluator",
-                        retrieval_evaluator.REPORT.json_name, retrieval_evaluator.REPORT.html_name)
-CROSS_ENCODER_STAGE = Stage(CROSS_ENCODER, "CrossEncoderTrainer", "CrossEncoderEvaluator",
-                            cross_encoder_evaluator.REPORT.json_name,
-                            cross_encoder_evaluator.REPORT.html_name)
+def _evaluated_stage(model_name: str, trainer_id: str, evaluator_id: str,
+                     report: EvaluationReport, blessing_key: str = "blessing") -> Stage:
+  return Stage(model_name, trainer_id, evaluator_id, report.json_name, report.html_name, report,
+               blessing_key)
+
+
+RETRIEVAL_STAGE = _evaluated_stage(RETRIEVAL, "Trainer", "RetrievalEvaluator",
+                                   retrieval_evaluator.REPORT)
+# The item-to-item source is judged by the cascade's evaluator, on the users' whole histories.
+ITEM_TO_ITEM_STAGE = _evaluated_stage(ITEM_TO_ITEM, "ItemToItemTrainer", "RankerEvaluator",
+                                      ranker_evaluator.ITEM_TO_ITEM_REPORT,
+                                      ranker_evaluator.ITEM_TO_ITEM_BLESSING)
+RANKER_STAGE = _evaluated_stage(RANKER, "RankerTrainer", "RankerEvaluator",
+                                ranker_evaluator.REPORT)
+CROSS_ENCODER_STAGE = _evaluated_stage(CROSS_ENCODER, "CrossEncoderTrainer",
+                                       "CrossEncoderEvaluator", cross_encoder_evaluator.REPORT)
 BANDIT_STAGE = Stage(BANDIT, "BanditPolicyTrainer", "BanditPolicyTrainer", BANDIT_REPORT_JSON,
                      BANDIT_REPORT_HTML)
 
 
+ALL_STAGES = (RETRIEVAL_STAGE, ITEM_TO_ITEM_STAGE, RANKER_STAGE, CROSS_ENCODER_STAGE,
+              BANDIT_STAGE)
+
+
 def stages(config: PipelineConfig) -> List[Stage]:
   """The stages a run with this config has, in pipeline order."""
-  return ([RETRIEVAL_STAGE] + ([CROSS_ENCODER_STAGE] if config.cross_encoder else [])
+  return ([RETRIEVAL_STAGE] + ([ITEM_TO_ITEM_STAGE, RANKER_STAGE] if config.ranking else [])
+          + ([CROSS_ENCODER_STAGE] if config.cross_encoder else [])
           + ([BANDIT_STAGE] if config.bandit else []))
+
+
+def _latest_blessed(stage: Stage) -> tfx.dsl.Resolver:
+  """The last model of this stage's trainer that this stage's evaluator blessed: every stage
+  writes Models and ModelBlessings, and none may become another stage's "last blessed"."""
+  return tfx.dsl.Resolver(
+      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model,
+                            producer_component_id=stage.trainer_id, output_key="model"),
+      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
+                                     producer_component_id=stage.evaluator_id,
+                                     output_key=stage.blessing_key),
+  ).with_id(f"latest_blessed_{stage.model_name}_resolver")
+
+
+def ranking_components(stage: RankingStage, config: PipelineConfig, validation_gate: BaseNode,
+                       transform, trainer, retrieval_blessing: tfx.dsl.Channel, schema,
+                       examples: tfx.dsl.Channel, popularity: tfx.dsl.Channel,
+                       retrieval_settings: dict) -> List[BaseNode]:
+  """The item-to-item source, the fold models, the list miner, the ranker, their evaluators
+  and pushers."""
+  folds = held_out_folds(config.history_scope, stage.folds)
+  ItemToItemSettings.from_config(stage.item_to_item)  # misspelt settings fail now
+  RankerSettings.from_config(stage.training)
+  fold_trainer = tfx.components.Trainer(
+      run_fn=FOLD_RETRIEVAL_RUN_FN,
+      examples=transform.outputs["transformed_examples"],
+      transform_graph=transform.outputs["transform_graph"], schema=schema,
+      train_args=tfx.proto.TrainArgs(splits=[TRAIN]), eval_args=tfx.proto.EvalArgs(splits=[EVAL]),
+      custom_config={**retrieval_settings, HELD_OUT_FOLDS: list(folds),
+                     FOLD_EPOCHS: stage.fold_epochs},
+  ).with_id("FoldRetrievalTrainer")
+  item_to_item = ItemToItemTrainer(
+      examples=examples, settings=json.dumps(stage.item_to_item, sort_keys=True),
+      folds=len(folds)).with_id(ITEM_TO_ITEM_STAGE.trainer_id)
+  item_to_item.add_upstream_node(validation_gate)  # nothing trains on data with anomalies
+  miner = RankingListMiner(
+      examples=examples, fold_retrieval_model=fold_trainer.outputs["model"],
+      item_to_item_model=item_to_item.outputs["model"],
+      held_out_folds=",".join(map(str, folds)),
+      candidates_per_source=stage.candidates_per_source,
+      validation_share=stage.validation_share, gate_share=stage.gate_share, seed=stage.seed)
+  ranker = RankerTrainer(
+      candidate_lists=miner.outputs["candidate_lists"], retrieval_model=trainer.outputs["model"],
+      item_to_item_model=item_to_item.outputs["model"],
+      settings=json.dumps(stage.training, sort_keys=True),
+      candidates_per_source=stage.candidates_per_source).with_id(RANKER_STAGE.trainer_id)
+  ranker_blessed = _latest_blessed(RANKER_STAGE)
+  evaluator = RankerEvaluator(
+      candidate_lists=miner.outputs["candidate_lists"],
+      item_to_item_model=item_to_item.outputs["model"], retrieval_blessing=retrieval_blessing,
+      model=ranker.outputs["model"], blessed_model=ranker_blessed.outputs["model"],
+      gate_metrics=stage.gate_metrics, tolerance=stage.regression_tolerance,
+  ).with_id(RANKER_STAGE.evaluator_id)
+  return [
+      fold_trainer, item_to_item, miner, ranker, ranker_blessed, evaluator,
+      serving_root_pusher(item_to_item.outputs["model"],
+                          evaluator.outputs[ranker_evaluator.ITEM_TO_ITEM_BLESSING],
+                          config.serving_root, ITEM_TO_ITEM),
+      serving_root_pusher(popularity, None, config.serving_root, POPULARITY),
+      serving_root_pusher(ranker.outputs["model"], evaluator.outputs["blessing"],
+                          config.serving_root, RANKER)]
 
 
 def cross_encoder_components(stage: CrossEncoderStage, config: PipelineConfig,
@@ -75,8 +168,7 @@ def cross_encoder_components(stage: CrossEncoderStage, config: PipelineConfig,
       examples=examples, retrieval_model=retrieval_model, data_root=config.data_root,
       train_groups=stage.train_groups, validation_groups=stage.validation_groups,
       eval_groups=stage.eval_groups, hard_negatives=stage.hard_negatives,
-      random_negatives=stage.random_negatives, eval_depth=stage.eval_depth,
-      search_fraction=stage.search_fraction, seed=stage.seed)
+      random_negatives=stage.random_negatives, eval_depth=stage.eval_depth, seed=stage.seed)
   trainer = tfx.components.Trainer(
       run_fn=CROSS_ENCODER_RUN_FN,
       examples=miner.outputs["groups"],
@@ -96,8 +188,9 @@ def cross_encoder_components(stage: CrossEncoderStage, config: PipelineConfig,
 
 def create_components(config: PipelineConfig) -> List[BaseNode]:
   """The components in execution order."""
-  example_gen = interaction_example_gen(config.data_root, config.eval_fraction,
-                                        config.history_scope)
+  example_gen = interaction_example_gen(config.data_root, SplitSettings(
+      eval_fraction=config.eval_fraction, history_scope=config.history_scope,
+      eval_split=config.eval_split, folds=config.ranking.folds if config.ranking else 0))
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
   schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
   example_validator = tfx.components.ExampleValidator(
@@ -126,17 +219,7 @@ def create_components(config: PipelineConfig) -> List[BaseNode]:
   popularity = PopularityBaseline(examples=example_gen.outputs["examples"], top_k=config.top_k)
   popularity.add_upstream_node(validation_gate)
 
-  # Only the retrieval Trainer's models and the RetrievalEvaluator's blessings: a blessed
-  # cross-encoder is a Model too, and must never become the retriever's "last blessed model".
-  last_blessed = tfx.dsl.Resolver(
-      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model,
-                            producer_component_id=RETRIEVAL_STAGE.trainer_id,
-                            output_key="model"),
-      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
-                                     producer_component_id=RETRIEVAL_STAGE.evaluator_id,
-                                     output_key="blessing"),
-  ).with_id("latest_blessed_model_resolver")
+  last_blessed = _latest_blessed(RETRIEVAL_STAGE)
   evaluator = RetrievalEvaluator(
       examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
       baseline_model=popularity.outputs["model"],
@@ -147,6 +230,11 @@ def create_components(config: PipelineConfig) -> List[BaseNode]:
                                config.serving_root, RETRIEVAL_STAGE.model_name)
   components = [example_gen, statistics_gen, schema_gen, example_validator, validation_gate,
                 transform, trainer, popularity, last_blessed, evaluator, pusher]
+  if config.ranking is not None:
+    components += ranking_components(config.ranking, config, validation_gate, transform, trainer,
+                                     evaluator.outputs["blessing"], schema_gen.outputs["schema"],
+                                     example_gen.outputs["examples"],
+                                     popularity.outputs["model"], retrieval_settings)
   if config.cross_encoder is not None:
     components += cross_encoder_components(config.cross_encoder, config,
                                            example_gen.outputs["examples"],

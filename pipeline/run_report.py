@@ -8,27 +8,35 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Sequence
 
 import tensorflow as tf
+from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration import metadata
 
 from pipeline import pipeline_def
-from pipeline.components import cross_encoder_evaluator
-from pipeline.components.retrieval_evaluator import REPORT as RETRIEVAL_REPORT
 from pipeline.config import PipelineConfig
-from pipeline.pipeline_def import BANDIT_STAGE, CROSS_ENCODER_STAGE, Stage
+from pipeline.evaluation.report import OVERALL
+from pipeline.pipeline_def import CROSS_ENCODER_STAGE, Stage
 
 
-def _latest_output(store, pipeline_name: str, node_id: str, type_name: str):
-  """The newest artifact of a type attributed to one pipeline node (several nodes write the
-  same types: every evaluator writes a ModelBlessing, every pusher a PushedModel)."""
+def _latest_output(store, pipeline_name: str, node_id: str, type_name: str,
+                   output_key: Optional[str] = None):
+  """The newest artifact of a type that one pipeline node output (under `output_key`, when
+  given: the ranker's evaluator writes two ModelBlessings); several nodes write the same
+  types: every evaluator writes a ModelBlessing, every pusher a PushedModel."""
   context = store.get_context_by_type_and_name("node", f"{pipeline_name}.{node_id}")
   artifact_type = store.get_artifact_type(type_name) if context else None
   if context is None or artifact_type is None:
     return None
   artifacts = [a for a in store.get_artifacts_by_context(context.id)
                if a.type_id == artifact_type.id]
+  if output_key is not None and artifacts:
+    keyed = {event.artifact_id for event in store.get_events_by_artifact_ids(
+        [a.id for a in artifacts])
+             if event.type == metadata_store_pb2.Event.OUTPUT
+             and event.path.steps and event.path.steps[0].key == output_key}
+    artifacts = [a for a in artifacts if a.id in keyed]
   return max(artifacts, key=lambda a: a.id) if artifacts else None
 
 
@@ -43,7 +51,8 @@ def stage_outcome(store, pipeline_name: str, stage: Stage) -> Dict[str, Any]:
   """Evaluation, blessing and push of one stage's model."""
   outcome: Dict[str, Any] = {}
   evaluation = _latest_output(store, pipeline_name, stage.evaluator_id, "ModelEvaluation")
-  blessing = _latest_output(store, pipeline_name, stage.evaluator_id, "ModelBlessing")
+  blessing = _latest_output(store, pipeline_name, stage.evaluator_id, "ModelBlessing",
+                            stage.blessing_key)
   pushed = _latest_output(store, pipeline_name, stage.pusher_id, "PushedModel")
   if evaluation is not None:
     with tf.io.gfile.GFile(os.path.join(evaluation.uri, stage.report_json)) as f:
@@ -71,44 +80,35 @@ def run_outcome(config: PipelineConfig) -> Dict[str, Any]:
   return outcome
 
 
-def _cross_encoder_lines(outcome: Dict[str, Any]) -> List[str]:
+def _stage_lines(stage: Stage, outcome: Dict[str, Any]) -> List[str]:
+  """A stage's metrics beside its baselines (the cross-encoder's per query kind), the blessing
+  with its reasons, and where it was pushed."""
   if "evaluation" not in outcome:
     return []
-  metrics = outcome["evaluation"]["metrics"]
-  report = cross_encoder_evaluator.REPORT
-  lines = ["", "Cross-encoder metrics on the eval query groups, against the retriever's order:"]
-  for slice_name in sorted(metrics[cross_encoder_evaluator.CANDIDATE],
-                           key=lambda s: (s != "overall", s)):
-    lines += [f"[{slice_name}]", report.table(metrics, slice_name)]
-  return lines + ["", *outcome["evaluation"]["reasons"],
-                  f"report: {outcome['evaluation_report']}",
-                  f"cross_encoder blessed: {outcome.get('blessed')}",
-                  f"cross_encoder pushed to: {outcome.get('pushed_to') or 'nothing pushed'}"]
+  name = stage.model_name
+  if stage.report is None:  # the bandit: its off-policy evaluation has a report of its own
+    lines = ["", f"{name} blessed: {outcome.get('blessed')} "
+                 f"({outcome['evaluation']['blessing'].get('reason', '')})",
+             f"off-policy report: {outcome['evaluation_report']}"]
+  else:
+    metrics = outcome["evaluation"]["metrics"]
+    slices = sorted(next(iter(metrics.values())), key=lambda s: (s != OVERALL, s))
+    shown = slices if stage == CROSS_ENCODER_STAGE else [OVERALL]
+    lines = ["", f"{stage.report.title} ({name}):"]
+    for slice_name in shown:
+      lines += [f"[{slice_name}]", stage.report.table(metrics, slice_name)]
+    lines += ["", *outcome["evaluation"]["reasons"], f"report: {outcome['evaluation_report']}",
+              f"{name} blessed: {outcome.get('blessed')}"]
+  return lines + [f"{name} pushed to: {outcome.get('pushed_to') or 'nothing pushed'}"]
 
 
-def _bandit_lines(outcome: Dict[str, Any]) -> List[str]:
-  if "evaluation" not in outcome:
-    return []
-  return ["", f"bandit policy blessed: {outcome.get('blessed')} "
-              f"({outcome['evaluation']['blessing'].get('reason', '')})",
-          f"off-policy report: {outcome['evaluation_report']}",
-          f"bandit pushed to: {outcome.get('pushed_to') or 'nothing pushed'}"]
-
-
-def report(summary: Dict[str, Any]) -> str:
+def report(summary: Dict[str, Any], stages: Sequence[Stage] = pipeline_def.ALL_STAGES) -> str:
   """The human-readable end of a run; its last line is the summary JSON's path."""
   lines = [f"run {summary['run_id']}: {summary['status']} in {summary['seconds']} s"]
   if summary["status"] != "succeeded":
     lines.append(summary["error"])
-  if "evaluation" in summary:
-    lines += ["", "Retrieval metrics on the eval split (overall):",
-              RETRIEVAL_REPORT.table(summary["evaluation"]["metrics"]), ""]
-    lines += summary["evaluation"]["reasons"]
-    lines.append(f"report: {summary['evaluation_report']}")
-  if "blessed" in summary:
-    lines.append(f"blessed: {summary['blessed']}")
-    lines.append(f"pushed to: {summary.get('pushed_to') or 'nothing pushed'}")
-  lines += _cross_encoder_lines(summary.get(CROSS_ENCODER_STAGE.model_name, {}))
-  lines += _bandit_lines(summary.get(BANDIT_STAGE.model_name, {}))
+  for stage in stages:
+    lines += _stage_lines(stage, summary if stage == pipeline_def.RETRIEVAL_STAGE
+                          else summary.get(stage.model_name, {}))
   lines.append(summary["summary_path"])
   return "\n".join(lines)

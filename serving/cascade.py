@@ -1,16 +1,20 @@
-"""The retrieve -> rank -> choose cascade behind the Recommend and Search APIs.
+"""The sources -> union -> rank -> choose cascade behind the Recommend API, and lexical ->
+cross-encoder search behind Search.
 
-Works with whichever stages are pushed: retrieval is required; the cross-encoder re-orders the
-candidates when a `cross_encoder` model is available; a `bandit` policy chooses the shown slate
-when one is available, else the top-k are shown (propensity 1: a deterministic choice). Models
-are reached only through TF Serving's gRPC API (`ModelClient`). Every answer is logged as
-impressions to the feedback log, with its variant, position and propensity.
+Works with whichever stages are pushed: retrieval is required; the `item_to_item` source adds
+its top-N for users with a history, `popularity` for users without one; the `ranker` orders
+the union of the sources' answers (`trainer/ranker/signature.py`, the union it was trained
+and evaluated on); a `bandit` policy chooses the shown slate when one is available, else the
+top-k are shown (propensity 1: a deterministic choice). Search results are re-ranked by the
+`cross_encoder` when one is pushed. Models are reached only through TF Serving's gRPC API
+(`ModelClient`). Every answer is logged as impressions to the feedback log, with its variant,
+position and propensity.
 
 Each stage's width comes from what its pushed model declares in its signature (read through
-GetModelMetadata): the retrieval depth is the retrieval model's top-K, the re-ranking depth the
-cross-encoder's `rerank` width, the bandit's candidate count and feature width its
-`serving_default` input shapes. A model whose signature the cascade cannot feed is an error
-(FAILED_PRECONDITION, naming the model and the shapes), never a silent fallback.
+GetModelMetadata): the sources' depth is their top-K, the re-ranking depth the cross-encoder's
+`rerank` width, the bandit's candidate count and feature width its `serving_default` input
+shapes. A model whose signature the cascade cannot feed is an error (FAILED_PRECONDITION,
+naming the model and the shapes), never a silent fallback.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import grpc
 import numpy as np
@@ -29,9 +33,10 @@ from serving.context_store import Catalog, UserStore, merge_history, user_featur
 from serving.experiment import SINGLE_VARIANT, Experiment, Variant
 from serving.feedback_log import FeedbackLog, feedback_row
 from serving.model_client import ModelClient, SignatureInfo
-from serving.models_config import BANDIT, CROSS_ENCODER, RETRIEVAL
+from serving.models_config import (BANDIT, CROSS_ENCODER, ITEM_TO_ITEM, POPULARITY, RANKER,
+                                   RETRIEVAL)
 from serving.protos import recommender_pb2 as pb
-from trainer.cross_encoder.texts import user_context_text
+from trainer.ranker.signature import request_inputs, union
 from trainer.retrieval import signature
 from transform import features as F
 
@@ -55,6 +60,8 @@ class CascadeError(Exception):
 class Candidate:
   item_id: str
   retrieval_score: float = 0.0
+  item_to_item_score: float = 0.0
+  ranker_score: Optional[float] = None
   cross_encoder_score: Optional[float] = None
   lexical_score: float = 0.0
   # Probability this item was put in its slot: the bandit's for the slots it chooses; 1 for a
@@ -70,7 +77,8 @@ def _require(condition: bool, message: str) -> None:
 def validate_user(user: pb.UserContext, required: bool) -> None:
   _require(not required or bool(user.user_id.strip()), "user.user_id is required")
   _require(len(user.user_id) <= MAX_ID_CHARS, f"user.user_id is longer than {MAX_ID_CHARS}")
-  _require(len(user.history) <= 200, "user.history has more than 200 items")
+  _require(len(user.history) <= F.MAX_HISTORY,
+           f"user.history has more than {F.MAX_HISTORY} items")
   _require(0 <= user.age <= 130, f"user.age {user.age} is outside 0..130")
 
 
@@ -116,17 +124,63 @@ class Cascade:
     return shape[axis]
 
   # --- stages --------------------------------------------------------------------------
-  def _retrieve(self, features: Dict[str, object], variant: Variant,
-                versions: Dict[str, int]) -> List[Candidate]:
+  def _source(self, model: str, features: Dict[str, object], variant: Variant,
+              versions: Dict[str, int]) -> List[Tuple[str, float]]:
+    """One source's top-K as (item, score), history excluded; UNAVAILABLE if it fails."""
     try:
-      out = self._client.predict(RETRIEVAL, signature.query_inputs([features]),
-                                 version_label=variant.models.get(RETRIEVAL, ""),
+      out = self._client.predict(model, signature.query_inputs([features]),
+                                 version_label=variant.models.get(model, ""),
                                  timeout_s=self._timeout)
     except grpc.RpcError as error:
-      raise CascadeError("UNAVAILABLE", f"retrieval model: {error.details()}") from error
-    versions[RETRIEVAL] = int(out["__version__"])
+      raise CascadeError("UNAVAILABLE", f"{model} model: {error.details()}") from error
+    versions[model] = int(out["__version__"])
     ids, scores = out[signature.ITEM_IDS][0], out[signature.SCORES][0]
-    return [Candidate(item, score) for item, score in signature.retrieved(ids, scores, len(ids))]
+    return signature.retrieved(ids, scores, len(ids))
+
+  def _retrieve(self, features: Dict[str, object], variant: Variant,
+                versions: Dict[str, int]) -> List[Candidate]:
+    return [Candidate(item, score)
+            for item, score in self._source(RETRIEVAL, features, variant, versions)]
+
+  def _candidates(self, features: Dict[str, object], variant: Variant,
+                  versions: Dict[str, int]) -> Tuple[List[Candidate], List[str]]:
+    """The union of the sources' answers (retrieval, and item-to-item for a user with a
+    history or popularity for one without, when pushed), with each source's score; and the
+    stages that answered."""
+    extra = ITEM_TO_ITEM if features[F.HISTORY] else POPULARITY
+    answers = {RETRIEVAL: self._source(RETRIEVAL, features, variant, versions)}
+    if self._client.is_available(extra):
+      answers[extra] = self._source(extra, features, variant, versions)
+    by_id: Dict[str, Candidate] = {}
+    for item in union([[i for i, _ in answer] for answer in answers.values()]):
+      by_id[item] = Candidate(item)
+    for item, score in answers[RETRIEVAL]:
+      by_id[item].retrieval_score = score
+    for item, score in answers.get(ITEM_TO_ITEM, []):
+      by_id[item].item_to_item_score = score
+    return list(by_id.values()), list(answers)
+
+  def _order(self, features: Dict[str, object], candidates: List[Candidate], variant: Variant,
+             versions: Dict[str, int]) -> bool:
+    """Orders the candidates by the ranker, in one call; False (the sources' order kept) if
+    none is pushed or it fails. The ranker also scores every candidate by each source, which
+    fills in the scores of the sources that did not return it."""
+    if not candidates or not self._client.is_available(RANKER):
+      return False
+    inputs = request_inputs([features], [[c.item_id for c in candidates]])
+    try:
+      out = self._client.predict(RANKER, inputs, version_label=variant.models.get(RANKER, ""),
+                                 timeout_s=self._timeout)
+    except grpc.RpcError as error:
+      log.warning("ranker unavailable, serving the sources' order: %s", error.details())
+      return False
+    versions[RANKER] = int(out["__version__"])
+    for row, candidate in enumerate(candidates):
+      candidate.ranker_score = float(out[signature.SCORES][0, row])
+      candidate.retrieval_score = float(out[f"{RETRIEVAL}_{signature.SCORES}"][0, row])
+      candidate.item_to_item_score = float(out[f"{ITEM_TO_ITEM}_{signature.SCORES}"][0, row])
+    candidates.sort(key=lambda c: -c.ranker_score)
+    return True
 
   def _rank(self, query_text: str, candidates: List[Candidate], variant: Variant,
             versions: Dict[str, int]) -> bool:
@@ -209,6 +263,8 @@ class Cascade:
     for position, candidate in enumerate(candidates[:k], start=1):
       response.items.add(item_id=candidate.item_id, title=self._catalog.title(candidate.item_id),
                          position=position, retrieval_score=candidate.retrieval_score,
+                         item_to_item_score=candidate.item_to_item_score,
+                         ranker_score=candidate.ranker_score or 0.0,
                          cross_encoder_score=candidate.cross_encoder_score or 0.0,
                          reranked=candidate.cross_encoder_score is not None,
                          propensity=candidate.propensity)
@@ -226,16 +282,15 @@ class Cascade:
     request_id = request.request_id or uuid.uuid4().hex
     variant = self._experiment.route(user.user_id)
     profile = self._users.profile(user.user_id)
-    history = merge_history(user.history, self._users.history(user.user_id), F.HISTORY_LENGTH)
+    history = merge_history(user.history, self._users.timed_history(user.user_id),
+                            F.MAX_HISTORY)
     cold_start = not self._users.knows(user.user_id) and not history
     versions: Dict[str, int] = {}
     features = user_features(user.user_id, history, profile, user.age, user.gender,
                              user.occupation)
-    candidates = self._retrieve(features, variant, versions)
-    stages = [RETRIEVAL]
-    titles = [self._catalog.title(item) for item in history]
-    if self._rank(user_context_text(profile, titles), candidates, variant, versions):
-      stages.append(CROSS_ENCODER)
+    candidates, stages = self._candidates(features, variant, versions)
+    if self._order(features, candidates, variant, versions):
+      stages.append(RANKER)
     chosen = self._choose(features, candidates, variant, versions)
     if chosen is not None:
       candidates = chosen
@@ -258,8 +313,8 @@ class Cascade:
                   self._catalog.lexical_matches(query, SEARCH_CANDIDATES)}
     stages = ["lexical"]
     if user_id:
-      history = merge_history(request.user.history, self._users.history(user_id),
-                              F.HISTORY_LENGTH)
+      history = merge_history(request.user.history, self._users.timed_history(user_id),
+                              F.MAX_HISTORY)
       features = user_features(user_id, history, self._users.profile(user_id), request.user.age,
                                request.user.gender, request.user.occupation)
       for retrieved in self._retrieve(features, variant, versions):
@@ -283,12 +338,13 @@ class Cascade:
     _require(request.position >= 0, "position must be >= 0")
     _require(0.0 <= request.propensity <= 1.0, "propensity must be within [0, 1]")
     _require(request.item_id in self._catalog.items, f"item_id {request.item_id!r} is unknown")
+    now = int(time.time())
     row = feedback_row(request.request_id, logged_user(request.user_id, request.request_id),
                        request.item_id, request.event,
                        request.position, request.propensity or None, request.variant,
-                       request.rating if request.event == "rating" else None, int(time.time()))
+                       request.rating if request.event == "rating" else None, now)
     written = self._feedback.append([row])
     if request.event in contract.POSITIVE_EVENT_TYPES and request.user_id:
-      self._users.record(request.user_id, request.item_id)
+      self._users.record(request.user_id, request.item_id, now)
     return pb.FeedbackResponse(written=written)
 

@@ -18,6 +18,9 @@ from trainer.cross_encoder.texts import item_text
 from transform import features as F
 from transform.features import tokens
 
+# A history entry: (item id, unix seconds; 0 = unknown).
+TimedItem = Tuple[str, int]
+
 
 class Catalog:
   """Item id -> title, categories, description, year; a token index for lexical search."""
@@ -47,9 +50,9 @@ class Catalog:
 
 
 class UserStore:
-  """Profiles and the most recent positive items per user."""
+  """Profiles and the most recent positive items per user, with when each happened."""
 
-  def __init__(self, data_root: str, history_length: int = F.HISTORY_LENGTH):
+  def __init__(self, data_root: str, history_length: int = F.MAX_HISTORY):
     self._lock = threading.Lock()
     self._length = history_length
     self.profiles: Dict[str, Mapping[str, object]] = {}
@@ -62,33 +65,44 @@ class UserStore:
         heapq.heappush(heap, (row["timestamp"], row["item_id"]))
         if len(heap) > history_length:
           heapq.heappop(heap)
-    self._history = {user: [item for _, item in sorted(heap, reverse=True)]
-                     for user, heap in recent.items()}
+    self._history: Dict[str, List[TimedItem]] = {}
+    for user, heap in recent.items():
+      latest: Dict[str, int] = {}
+      for timestamp, item in sorted(heap, reverse=True):
+        latest.setdefault(item, timestamp)
+      self._history[user] = list(latest.items())
 
   def knows(self, user_id: str) -> bool:
     return user_id in self.profiles or user_id in self._history
 
-  def history(self, user_id: str) -> List[str]:
+  def timed_history(self, user_id: str) -> List[TimedItem]:
+    """(item, unix seconds), most recent first, each item once."""
     with self._lock:
       return list(self._history.get(user_id, []))
 
-  def record(self, user_id: str, item_id: str) -> None:
+  def history(self, user_id: str) -> List[str]:
+    return [item for item, _ in self.timed_history(user_id)]
+
+  def record(self, user_id: str, item_id: str, timestamp: int) -> None:
     """A positive event just happened: it becomes the most recent history item."""
     with self._lock:
-      items = [item_id] + [i for i in self._history.get(user_id, []) if i != item_id]
+      items = [(item_id, timestamp)] + [(i, t) for i, t in self._history.get(user_id, [])
+                                        if i != item_id]
       self._history[user_id] = items[:self._length]
 
   def profile(self, user_id: str) -> Mapping[str, object]:
     return self.profiles.get(user_id, {})
 
 
-def merge_history(requested: Sequence[str], known: Sequence[str], length: int) -> List[str]:
-  """The request's history first (it is the freshest), then what the store knows, de-duplicated."""
+def merge_history(requested: Sequence[str], known: Sequence[TimedItem], length: int
+                  ) -> List[TimedItem]:
+  """The request's history first (it is the freshest; its times are unknown, 0), then what
+  the store knows, de-duplicated."""
   seen, merged = set(), []
-  for item in list(requested) + list(known):
+  for item, timestamp in [(i, 0) for i in requested] + list(known):
     if item and item not in seen:
       seen.add(item)
-      merged.append(item)
+      merged.append((item, timestamp))
   return merged[:length]
 
 
@@ -96,10 +110,12 @@ def optional(value: object, default: object) -> object:
   return value if value not in (None, "", 0) else default
 
 
-def user_features(user_id: str, history: Sequence[str], profile: Mapping[str, object],
+def user_features(user_id: str, history: Sequence[TimedItem], profile: Mapping[str, object],
                   age: int = 0, gender: str = "", occupation: str = "") -> Dict[str, object]:
-  """The retrieval model's raw query features, request values overriding the profile."""
-  return {F.USER_ID: user_id, F.HISTORY: list(history),
+  """The raw request features of the retrieval model and the ranker (history timestamps),
+  request values overriding the profile."""
+  return {F.USER_ID: user_id, F.HISTORY: [item for item, _ in history],
+          F.HISTORY_TIMESTAMPS: [timestamp for _, timestamp in history],
           F.AGE: int(optional(age, profile.get("age") or 0)),
           F.GENDER: str(optional(gender, profile.get("gender") or "")),
           F.OCCUPATION: str(optional(occupation, profile.get("occupation") or ""))}

@@ -19,6 +19,9 @@ from tensorflow_serving.config import model_server_config_pb2
 
 # The models the pipeline pushes and the cascade calls, by their folder (= model) names.
 RETRIEVAL = "retrieval"
+ITEM_TO_ITEM = "item_to_item"
+POPULARITY = "popularity"
+RANKER = "ranker"
 CROSS_ENCODER = "cross_encoder"
 BANDIT = "bandit"
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real MovieLens-100K slice and one pipeline run over it (session-wide)."""
+"""Shared fixtures: a real MovieLens-100K slice and one pipeline run over it (session-wide),
+with every default stage (the sources, the fold models, the ranker) on a small budget."""
 import contextlib
 import io
 import json
@@ -6,17 +7,24 @@ import os
 
 import pytest
 
-from pipeline.config import PipelineConfig
+from pipeline.config import PipelineConfig, RankingStage
 from pipeline.data.movielens import convert_movielens_100k
 from pipeline.runners import local_runner
 
 SLICE_USERS = 120
+# The ranker's budget on the slice: 2 folds, two candidate scorers, a few epochs. Its gate is
+# the union's depth (recall@100): 120 users are too few to tell the cascade from its best
+# source on MAP. A third of the users form the gate lists, enough lists to compare on.
+RANKER_FOLDS, RANKER_GATE, GATE_SHARE = 2, "recall@100", 0.3
+RANKER_SETTINGS = {"max_epochs": 8, "scorers": ["dcn", "linear"]}
 
 
 def pipeline_config(tmp, data_root, **overrides):
   settings = dict(data_root=data_root, output_root=os.path.join(tmp, "outputs"),
                   retrieval_training={"epochs": 3}, gate_metrics="recall@100",
-                  regression_tolerance=1.0)
+                  regression_tolerance=1.0,
+                  ranking=RankingStage(folds=RANKER_FOLDS, training=RANKER_SETTINGS,
+                                       gate_metrics=RANKER_GATE, gate_share=GATE_SHARE))
   settings.update(overrides)
   return PipelineConfig(**settings)
 
@@ -36,7 +44,11 @@ def first_run(tmp_path_factory, slice_root):
   with contextlib.redirect_stdout(stdout):
     code = local_runner.main(["--data_root", slice_root, "--output_root", config.output_root,
                               "--epochs", "3", "--gate_metrics", config.gate_metrics,
-                              "--regression_tolerance", str(config.regression_tolerance)])
+                              "--regression_tolerance", str(config.regression_tolerance),
+                              "--ranker_folds", str(RANKER_FOLDS),
+                              "--ranker_settings", json.dumps(RANKER_SETTINGS),
+                              "--ranker_gate_metrics", RANKER_GATE,
+                              "--ranker_gate_share", str(GATE_SHARE)])
   lines = stdout.getvalue().strip().splitlines()
   with open(lines[-1]) as f:
     summary = json.load(f)

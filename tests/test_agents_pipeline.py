@@ -24,7 +24,7 @@ from agents.policy_trainer import (REPORT_HTML, REPORT_JSON, BanditTrainerSettin
 from agents.training import OffPolicySettings
 from agents.validation import LogValidationError
 from pipeline import pipeline_def
-from pipeline.components.interaction_example_gen import interaction_example_gen
+from pipeline.components.interaction_example_gen import SplitSettings, interaction_example_gen
 from pipeline.data.examples import EVAL, TRAIN
 from pipeline.components.artifacts import SERVING_MODEL_DIR
 from pipeline.components.serving_pusher import serving_root_pusher
@@ -38,7 +38,7 @@ MODEL_NAME = "bandit_policy"
 
 
 def _components(data_root, serving_root):
-  example_gen = interaction_example_gen(data_root, 0.2)
+  example_gen = interaction_example_gen(data_root, SplitSettings(eval_fraction=0.2))
   schema_gen = tfx.components.ImportSchemaGen(schema_file=CURATED_SCHEMA)
   transform = tfx.components.Transform(
       examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],

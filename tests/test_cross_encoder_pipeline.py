@@ -1,7 +1,6 @@
 """The pipeline with the cross-encoder stage on the small MovieLens slice: mining with the retriever,
 a short fine-tune, TFMA against the retrieval order, a push beside the retriever, and the
 cascade re-ranking with it."""
-import collections
 import glob
 import os
 import shutil
@@ -15,8 +14,6 @@ import tensorflow_text  # noqa: F401  (the tokenizer's ops, as TF Serving links 
 from pipeline import run_report
 from pipeline.components.cross_encoder_miner import CrossEncoderMiner
 from pipeline.config import CrossEncoderStage
-from pipeline.data import contract
-from pipeline.data.parsing import read_table
 from pipeline.runners import local_runner
 from serving.context_store import Catalog
 from serving.models_config import CROSS_ENCODER, RETRIEVAL, read_models_config
@@ -25,13 +22,11 @@ from serving.protos import recommender_pb2_grpc
 from serving.serve import LocalStack
 from tests.conftest import pipeline_config
 from trainer.cross_encoder import groups as E
-from trainer.cross_encoder.texts import user_context_text
-from transform import features as F
 
 # Small enough for the suite (about a minute of fine-tuning on 2 cores), big enough to learn:
-# all 6 pretrained layers at 32 tokens, 60 steps of 4 groups of 8. The gate is the overall one:
-# the slice has a handful of recommendation groups with a hit, too few to gate on (the per-kind
-# default gate is unit-tested); this test is about training, blessing and pushing end to end.
+# all 6 pretrained layers at 32 tokens, 60 steps of 4 groups of 8. The gate is the overall one
+# (the per-kind default gate is unit-tested); this test is about training, blessing and pushing
+# end to end.
 TINY = CrossEncoderStage(train_groups=200, validation_groups=16, eval_groups=200, eval_depth=20,
                           training={"sequence_length": 32, "learning_rate": 1e-4,
                                     "max_steps": 60, "eval_every_steps": 30},
@@ -41,7 +36,7 @@ TINY = CrossEncoderStage(train_groups=200, validation_groups=16, eval_groups=200
 @pytest.fixture(scope="module")
 def cross_encoder_run(tmp_path_factory, slice_root):
   config = pipeline_config(str(tmp_path_factory.mktemp("cross_encoder_run")), slice_root,
-                           cross_encoder=TINY)
+                           cross_encoder=TINY, ranking=None)
   return config, local_runner.run(config)
 
 
@@ -64,8 +59,7 @@ def test_run_trains_evaluates_blesses_and_pushes_the_cross_encoder(cross_encoder
   stage = summary[CROSS_ENCODER]
   metrics = stage["evaluation"]["metrics"]
   assert set(metrics) == {"candidate", "retrieval_order"}
-  assert {"overall", "query_kind=recommendation", "query_kind=synthetic_search"} <= set(
-      metrics["candidate"])
+  assert {"overall", "query_kind=synthetic_search"} <= set(metrics["candidate"])
   overall = metrics["candidate"]["overall"]
   assert overall["group_count"] > 10 and 0 < overall["ndcg@10"] <= 1
   assert stage["blessed"] is True, stage["evaluation"]["reasons"]
@@ -74,31 +68,22 @@ def test_run_trains_evaluates_blesses_and_pushes_the_cross_encoder(cross_encoder
   assert [m.name for m in models.model_config_list.config] == [CROSS_ENCODER, RETRIEVAL]
   assert os.path.dirname(summary["pushed_to"]).endswith(RETRIEVAL)
   text = run_report.report(dict(summary, summary_path="summary.json"))
-  assert ("Cross-encoder metrics on the eval query groups" in text
-          and "cross_encoder blessed: True" in text)
+  assert ("Cross-encoder evaluation (cross_encoder):" in text
+          and "[query_kind=synthetic_search]" in text and "cross_encoder blessed: True" in text)
 
 
-def test_mined_groups_use_the_serving_texts(cross_encoder_run, slice_root):
+def test_mined_groups_are_searches_with_the_serving_texts(cross_encoder_run, slice_root):
   config, _ = cross_encoder_run
   catalog = Catalog(slice_root)
-  users = {row["user_id"]: row for row in read_table(slice_root, contract.USERS)}
-  interactions = collections.defaultdict(list)
-  for row in read_table(slice_root, contract.INTERACTIONS):
-    interactions[row["user_id"]].append(row)
   train = _groups(config, E.TRAIN)
   assert len(train) == TINY.train_groups
   assert {len(g[E.ITEM_IDS].bytes_list.value) for g in train} == {8}
-  kinds = collections.Counter(_strings(g, E.QUERY_KIND)[0] for g in train)
-  assert kinds[E.RECOMMENDATION] and kinds[E.SYNTHETIC_SEARCH]
+  # MovieLens has no logged searches: every group is a synthetic one.
+  assert {_strings(g, E.QUERY_KIND)[0] for g in train} == {E.SYNTHETIC_SEARCH}
   for group in train[:20]:
     assert _strings(group, E.ITEM_TEXTS) == [catalog.text(i) for i in _strings(group, E.ITEM_IDS)]
-    kind, user_id, item_id, timestamp = _strings(group, E.QUERY_ID)[0].split(":")
+    _, _, item_id, _ = _strings(group, E.QUERY_ID)[0].split(":")
     assert item_id in _strings(group, E.ITEM_IDS)
-    if kind == E.RECOMMENDATION:  # the user context the cascade would send at that moment
-      earlier = sorted((r for r in interactions[user_id] if r["timestamp"] < int(timestamp)),
-                       key=lambda r: (r["timestamp"], r["item_id"]), reverse=True)
-      titles = [catalog.title(r["item_id"]) for r in earlier[:F.HISTORY_LENGTH]]
-      assert _strings(group, E.QUERY)[0] == user_context_text(users[user_id], titles)
   for group in _groups(config, E.EVAL):  # the retriever's top-N, by its own scores
     scores = list(group[E.RETRIEVER_SCORES].float_list.value)
     assert len(scores) == TINY.eval_depth and any(group[E.LABELS].float_list.value)
@@ -123,16 +108,17 @@ def test_cascade_reranks_with_the_pushed_cross_encoder(cross_encoder_run, slice_
   stack = LocalStack(data_root, config.serving_root).start()
   try:
     stub = recommender_pb2_grpc.RecommenderStub(grpc.insecure_channel(f"localhost:{stack.port}"))
-    request = pb.RecommendRequest(user=pb.UserContext(user_id="1"), k=10)
+    request = pb.SearchRequest(query="star wars", k=5)
     # The first call traces the model's graph and may pass the cascade's 2 s stage timeout, in
-    # which case the cascade serves the retrieval order: warm up first.
-    stub.Recommend(request, timeout=60)
-    response = stub.Recommend(request, timeout=60)
-    assert list(response.stages) == [RETRIEVAL, CROSS_ENCODER]
-    scores = [item.cross_encoder_score for item in response.items]
-    assert all(item.reranked for item in response.items)
-    assert scores == sorted(scores, reverse=True)
-    search = stub.Search(pb.SearchRequest(query="star wars", k=5), timeout=60)
+    # which case the cascade serves the lexical order: warm up first.
+    stub.Search(request, timeout=60)
+    search = stub.Search(request, timeout=60)
     assert CROSS_ENCODER in search.stages and len(search.items) == 5
+    scores = [item.cross_encoder_score for item in search.items if item.reranked]
+    assert scores and scores == sorted(scores, reverse=True)
+    # Recommendations are the ranker's: the cross-encoder re-ranks search results only.
+    response = stub.Recommend(pb.RecommendRequest(user=pb.UserContext(user_id="1"), k=10),
+                              timeout=60)
+    assert CROSS_ENCODER not in response.stages and RETRIEVAL in response.stages
   finally:
     stack.stop()

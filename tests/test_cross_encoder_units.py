@@ -75,7 +75,7 @@ def test_parse_interaction_reads_the_example_gen_format():
   assert stable_hash(1, "a") == stable_hash(1, "a") != stable_hash(2, "a")
 
 
-def _metrics(candidate, baseline, kinds=("recommendation",)):
+def _metrics(candidate, baseline, kinds=("search",)):
   slices = lambda v: {"overall": {"ndcg@10": v}, **{  # noqa: E731
       f"query_kind={k}": {"ndcg@10": v} for k in kinds}}
   return {CANDIDATE: slices(candidate), RETRIEVAL_ORDER: slices(baseline)}
@@ -90,13 +90,13 @@ def test_blessing_needs_a_strict_win_in_every_gate_slice():
 
 
 def test_default_gate_protects_every_query_kind():
-  metrics = _metrics(0.5, 0.2, kinds=("recommendation", "synthetic_search"))
-  metrics[CANDIDATE]["query_kind=recommendation"]["ndcg@10"] = 0.19  # a search-only win
+  metrics = _metrics(0.5, 0.2, kinds=("search", "synthetic_search"))
+  metrics[CANDIDATE]["query_kind=search"]["ndcg@10"] = 0.19  # a synthetic-only win
   blessed, reasons = blessing_decision(metrics, ["ndcg@10"],
                                        CrossEncoderStage().gate_slices.split(","))
   assert not blessed
   assert [r.split(" ")[0] for r in reasons] == [
-      "overall", "query_kind=recommendation", "query_kind=synthetic_search"]
+      "overall", "query_kind=search", "query_kind=synthetic_search"]
 
 
 def test_cross_encoder_stage_scales_the_sample():
@@ -113,11 +113,11 @@ def test_runner_flags_turn_the_cross_encoder_on_for_the_demo_or_on_request():
   assert config("--data_root", "d").cross_encoder is None
   stage = config("--data_root", "d", "--cross_encoder", "--cross_encoder_scale", "2",
                  "--cross_encoder_loss", "listwise", "--cross_encoder_lora_rank", "8",
-                 "--cross_encoder_gate_slices", "overall,query_kind=recommendation"
+                 "--cross_encoder_gate_slices", "overall,query_kind=search"
                  ).cross_encoder
   assert stage.train_groups == 2 * CrossEncoderStage().train_groups
   assert stage.training == {"loss": "listwise", "lora_rank": 8}
-  assert stage.gate_slices == "overall,query_kind=recommendation"
+  assert stage.gate_slices == "overall,query_kind=search"
 
 
 def test_pipeline_with_the_cross_encoder_compiles_for_kubeflow(tmp_path):

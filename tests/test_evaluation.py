@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline.components.retrieval_evaluator import (CANDIDATE, LAST_BLESSED, OVERALL, POPULARITY,
+from pipeline.components.retrieval_evaluator import (CANDIDATE, LAST_BLESSED, POPULARITY,
                                                      blessing_decision, load_metrics, run_analysis)
+from pipeline.evaluation.report import OVERALL
 from trainer.retrieval.metrics import label_rank
 from trainer.retrieval.popularity import export_popularity_model
 from trainer.retrieval.top_k import ExcludingTopK

@@ -1,4 +1,4 @@
-"""The Beam join behind InteractionExampleGen: history, time split, join and its errors."""
+"""The Beam join behind InteractionExampleGen: history, splits, folds, join and its errors."""
 import csv
 import os
 
@@ -6,11 +6,11 @@ import apache_beam as beam
 import pytest
 import tensorflow as tf
 
-from pipeline.components.interaction_example_gen import JoinInteractions
+from pipeline.components.interaction_example_gen import JoinInteractions, SplitSettings
 from pipeline.data.contract import ContractError
 from pipeline.data.examples import EVAL, TRAIN
 from transform import features as F
-from transform.features import HISTORY_ALL_TRAINING
+from transform.features import HISTORY_ALL_TRAINING, HISTORY_EARLIER
 
 INTERACTIONS = [
     # user u1: five interactions, out of order in the file
@@ -41,11 +41,12 @@ def make_data_root(root, interactions=INTERACTIONS, items=ITEMS, users=USERS):
   return str(root)
 
 
-def _run(data_root, eval_fraction=0.25, history_scope="earlier"):
+def _run(data_root, eval_fraction=0.25, history_scope=HISTORY_EARLIER, folds=0):
   """Runs the join in a real Beam pipeline; returns {split: [parsed example dicts]}."""
   out_dir = os.path.join(data_root, "_examples")
   with beam.Pipeline() as p:
-    splits = p | JoinInteractions(data_root, eval_fraction, history_scope)
+    splits = p | JoinInteractions(data_root, SplitSettings(eval_fraction, history_scope,
+                                                           folds=folds))
     for split, examples in splits.items():
       _ = examples | f"Write[{split}]" >> beam.io.WriteToTFRecord(
           os.path.join(out_dir, split), shard_name_template="")
@@ -137,16 +138,21 @@ def test_interactions_in_the_same_second_are_not_each_others_history(tmp_path):
   assert history == {"i1": [], "i2": ["i1"], "i3": ["i1"], "i4": ["i3", "i2", "i1"]}
 
 
+def _by_item(results, user):
+  return {e["item_id"][0]: e for split in (TRAIN, EVAL) for e in results[split]
+          if e["user_id"] == [user]}
+
+
 def test_all_training_scope_gives_every_example_the_other_training_items(tmp_path):
   results = _run(make_data_root(tmp_path), history_scope=HISTORY_ALL_TRAINING)
-  history = {e["item_id"][0]: e["history"] for e in results[TRAIN] + results[EVAL]
-             if e["user_id"] == ["u1"]}
-  # i5 is u1's eval item: in no history; each training item is left out of its own.
-  assert history == {"i1": ["i3", "i2"], "i2": ["i3", "i1"], "i3": ["i2", "i1"],
-                     "i5": ["i3", "i2", "i1"]}
-  lengths = {e["item_id"][0]: e["user_history_length"][0] for e in results[TRAIN] + results[EVAL]
-             if e["user_id"] == ["u1"]}
-  assert lengths == {"i1": 2, "i2": 2, "i3": 2, "i5": 3}
+  u1 = _by_item(results, "u1")
+  (held_out,) = [e["item_id"][0] for e in results[EVAL] if e["user_id"] == ["u1"]]
+  training = [i for i in ("i5", "i3", "i2", "i1") if i != held_out]  # most recent first
+  # The eval item is in no history; each training item is left out of its own.
+  assert u1[held_out]["history"] == training
+  for item in training:
+    assert u1[item]["history"] == [i for i in training if i != item]
+  assert u1[held_out]["user_history_length"] == [3]
 
 
 def test_all_training_scope_keeps_the_most_recent_items_of_a_long_history(tmp_path):
@@ -155,14 +161,60 @@ def test_all_training_scope_keeps_the_most_recent_items_of_a_long_history(tmp_pa
   items = [(f"i{t}", f"Film {t}", "Drama", "1990") for t in range(n)]
   results = _run(make_data_root(tmp_path, interactions=interactions, items=items),
                  eval_fraction=0.01, history_scope=HISTORY_ALL_TRAINING)
-  assert [e["item_id"] for e in results[EVAL]] == [[f"i{n - 1}"]]  # at least one eval item
-  history = {e["item_id"][0]: e["history"] for e in results[TRAIN] + results[EVAL]}
-  latest = [f"i{t}" for t in range(n - 2, n - 2 - F.HISTORY_LENGTH - 1, -1)]  # training only
-  assert history["i0"] == history[f"i{n - 1}"] == latest[:F.HISTORY_LENGTH]
-  assert history[f"i{n - 2}"] == latest[1:]  # its own item is left out, one older comes in
-  assert history[f"i{n - 4}"] == [item for item in latest if item != f"i{n - 4}"]
+  (held_out,) = [e["item_id"][0] for e in results[EVAL]]  # at least one eval item
+  training = [f"i{t}" for t in range(n - 1, -1, -1) if f"i{t}" != held_out]
+  history = {item: e["history"] for item, e in _by_item(results, "u1").items()}
+  assert history[held_out] == training[:F.HISTORY_LENGTH]
+  assert history[training[-1]] == training[:F.HISTORY_LENGTH]  # an old item: the latest
+  assert history[training[0]] == training[1:F.HISTORY_LENGTH + 1]  # its own left out
+  assert history[training[3]] == [i for i in training[:F.HISTORY_LENGTH + 1]
+                                  if i != training[3]]
 
 
-def test_unknown_history_scope_is_rejected(tmp_path):
+def test_random_eval_split_holds_out_a_share_of_each_user_anywhere_in_time(tmp_path):
+  interactions = [(f"u{u}", f"i{t}", "rating", "4", str(100 + t))
+                  for u in range(30) for t in range(8)]
+  items = [(f"i{t}", f"Film {t}", "Drama", "1990") for t in range(8)]
+  root = make_data_root(tmp_path, interactions=interactions, items=items, users=[])
+  results = _run(root, history_scope=HISTORY_ALL_TRAINING)
+  held_out = {}
+  for e in results[EVAL]:
+    held_out.setdefault(e["user_id"][0], []).append(e["item_id"][0])
+  assert all(len(items) == 2 for items in held_out.values()) and len(held_out) == 30
+  assert len({tuple(sorted(items)) for items in held_out.values()}) > 5  # not the latest ones
+  again = _run(root, history_scope=HISTORY_ALL_TRAINING)  # the same on every run
+  assert sorted((e["user_id"][0], e["item_id"][0]) for e in again[EVAL]) == sorted(
+      (u, i) for u, items in held_out.items() for i in items)
+
+
+def test_folds_and_history_folds_agree_and_eval_is_in_no_fold(tmp_path):
+  interactions = [(f"u{u}", f"i{t}", "rating", "4", str(100 + t))
+                  for u in range(10) for t in range(12)]
+  items = [(f"i{t}", f"Film {t}", "Drama", "1990") for t in range(12)]
+  root = make_data_root(tmp_path, interactions=interactions, items=items, users=[])
+  results = _run(root, history_scope=HISTORY_ALL_TRAINING, folds=3)
+  fold_of = {(e["user_id"][0], e["item_id"][0]): e["fold"][0] for e in results[TRAIN]}
+  assert set(fold_of.values()) == {0, 1, 2}
+  assert all(e["fold"] == [F.NO_FOLD] for e in results[EVAL])
+  for e in results[TRAIN] + results[EVAL]:
+    user = e["user_id"][0]
+    assert e["history_folds"] == [fold_of[(user, item)] for item in e["history"]]
+
+
+def test_sequences_hold_out_only_their_latest_training_fold(tmp_path):
+  interactions = [("u1", f"i{t}", "rating", "4", str(100 + t)) for t in range(9)]
+  items = [(f"i{t}", f"Film {t}", "Drama", "1990") for t in range(9)]
+  results = _run(make_data_root(tmp_path, interactions=interactions, items=items),
+                 eval_fraction=0.1, history_scope=HISTORY_EARLIER, folds=4)
+  folds = {e["item_id"][0]: e["fold"][0] for e in results[TRAIN]}
+  # 8 training items, the latest quarter (2) held out as fold 0, the rest in no fold.
+  assert folds == {**{f"i{t}": F.NO_FOLD for t in range(6)}, "i6": 0, "i7": 0}
+  assert F.held_out_folds(HISTORY_EARLIER, 4) == (0,)
+  assert F.held_out_folds(HISTORY_ALL_TRAINING, 4) == (0, 1, 2, 3)
+
+
+def test_unknown_history_scope_and_mismatched_eval_split_are_rejected():
   with pytest.raises(ValueError, match="history_scope"):
-    JoinInteractions(str(tmp_path), 0.1, "future")
+    SplitSettings(history_scope="future")
+  with pytest.raises(ValueError, match="does not pair with history_scope 'all_training'"):
+    SplitSettings(history_scope=HISTORY_ALL_TRAINING, eval_split=F.EVAL_LATEST)

@@ -18,7 +18,7 @@ ALLOWED = {
     "trainer": CONTRACT + ("trainer",),
     "agents": CONTRACT + ("agents", "trainer"),
     "serving": CONTRACT + ("serving", "trainer.retrieval.signature", "trainer.cross_encoder.texts",
-                           "agents.features"),
+                           "trainer.ranker.signature", "agents.features"),
     "pipeline": CONTRACT + ("pipeline", "trainer", "agents", "transform", "serving"),
     "kubeflow": ("pipeline", "kubeflow"),
     "benchmarks": PACKAGES,

@@ -12,9 +12,10 @@ from transform import features as F
 from transform.preprocessing import preprocessing_fn
 
 
-def _row(user, item, history, title, categories, year=None, age=None, gender=None):
+def _row(user, item, history, title, categories, year=None, age=None, gender=None, fold=-1):
   row = {F.USER_ID: [user], F.ITEM_ID: [item], F.EVENT: ["rating"], F.TIMESTAMP: [1],
-         F.HISTORY: history, F.USER_HISTORY_LENGTH: [len(history)], F.ACTIVITY_SEGMENT: ["0-9"],
+         F.HISTORY: history, F.HISTORY_FOLDS: [1] * len(history), F.FOLD: [fold],
+         F.USER_HISTORY_LENGTH: [len(history)], F.ACTIVITY_SEGMENT: ["0-9"],
          F.TITLE: [title], F.CATEGORIES: categories, F.YEAR: [year] if year else [],
          F.AGE: [age] if age else [], F.GENDER: [gender] if gender else []}
   for name in (F.RATING, F.QUERY, F.SESSION_ID, F.OCCUPATION, F.DESCRIPTION, F.IMAGE_URI):
@@ -24,7 +25,7 @@ def _row(user, item, history, title, categories, year=None, age=None, gender=Non
 
 ROWS = [
     _row("u1", "i1", [], "Toy Story", ["Animation", "Comedy"], 1995, 20, "F"),
-    _row("u1", "i2", ["i1"], "Heat", ["Crime"], 1995, 20, "F"),
+    _row("u1", "i2", ["i1"], "Heat", ["Crime"], 1995, 20, "F", fold=2),
     _row("u2", "i1", ["i2", "i1", "unseen-item"], "Toy Story", ["Animation", "Comedy"], 1995),
     _row("u3", "i3", [], "Alien: Resurrection!", [], None, 40, "M"),
 ]
@@ -65,6 +66,13 @@ def test_history_and_title_are_padded_to_fixed_length(transformed):
   tokens = output.vocabulary_by_name(F.TITLE_VOCAB)
   alien = [tokens[i] for i in data[3][F.TITLE_TOKENS] if i >= 0]
   assert alien == [b"alien", b"resurrection"]  # lower-cased, punctuation stripped
+
+
+def test_folds_pass_through_aligned_with_the_history(transformed):
+  data, _ = transformed
+  assert [int(row[F.FOLD_ID]) for row in data] == [-1, 2, -1, -1]
+  assert list(data[2][F.HISTORY_FOLD_IDS]) == [1, 1, 1] + [F.NO_FOLD] * (F.HISTORY_LENGTH - 3)
+  assert list(data[0][F.HISTORY_FOLD_IDS]) == [F.NO_FOLD] * F.HISTORY_LENGTH
 
 
 def test_categories_are_multi_hot(transformed):

@@ -16,7 +16,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-from pipeline.components.interaction_example_gen import JoinInteractions
+from pipeline.components.interaction_example_gen import JoinInteractions, SplitSettings
 from pipeline.data.examples import EVAL, TRAIN
 from pipeline.components.serving_pusher import refresh_models_config
 from pipeline.ab_report import count_feedback, report
@@ -154,7 +154,7 @@ def test_feedback_is_read_back_by_the_pipeline_ingestion(stack, tmp_path):
   server.feedback.close()  # hand the open file to the pipeline (rotation does this in service)
   out = str(tmp_path / "examples")
   with beam.Pipeline() as p:
-    splits = p | JoinInteractions(data_root, 0.1)
+    splits = p | JoinInteractions(data_root, SplitSettings(eval_fraction=0.1))
     for split in (TRAIN, EVAL):
       _ = splits[split] | f"Write{split}" >> beam.io.WriteToTFRecord(
           os.path.join(out, split), shard_name_template="")

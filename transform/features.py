@@ -21,6 +21,8 @@ QUERY = "query"
 SESSION_ID = "session_id"
 # The user's positive interactions strictly before this one, most recent first.
 HISTORY = "history"
+# A request's unix seconds of each HISTORY item (the ranker reads when the user was active).
+HISTORY_TIMESTAMPS = "history_timestamps"
 # How many positive interactions the user had before this one (uncapped) and its bucket.
 USER_HISTORY_LENGTH = "user_history_length"
 ACTIVITY_SEGMENT = "activity_segment"
@@ -35,13 +37,30 @@ IMAGE_URI = "image_uri"
 
 # The most recent interactions kept in HISTORY (older ones only count in USER_HISTORY_LENGTH).
 HISTORY_LENGTH = 20
+# The most items of a user's history a request carries, most recent first: the item-to-item
+# source and the ranker read all of them (EASE-style scores need the whole history), the
+# two-tower the latest HISTORY_LENGTH.
+MAX_HISTORY = 500
 # What an example's HISTORY holds: the user's items from strictly earlier timestamps (a
 # sequence, for logs whose order means something), or all the user's other training-split items
 # (a profile, for logs whose order doesn't: bulk ratings, catalogs rated in one sitting). Neither
 # ever holds an eval-split item in a training example.
 HISTORY_EARLIER = "earlier"
 HISTORY_ALL_TRAINING = "all_training"
-HISTORY_SCOPES: Tuple[str, ...] = (HISTORY_EARLIER, HISTORY_ALL_TRAINING)
+HISTORY_SCOPES: Tuple[str, ...] = (HISTORY_ALL_TRAINING, HISTORY_EARLIER)
+# The eval split each history scope pairs with: a random share of each user's interactions when
+# order means nothing, the latest ones for a sequence (evaluating what comes next).
+EVAL_RANDOM = "random"
+EVAL_LATEST = "latest"
+EVAL_SPLITS: Tuple[str, ...] = (EVAL_RANDOM, EVAL_LATEST)
+PAIRED_EVAL_SPLIT = {HISTORY_ALL_TRAINING: EVAL_RANDOM, HISTORY_EARLIER: EVAL_LATEST}
+# The fold of a training interaction (-1 = never held out, and every eval interaction): the
+# ranker's training lists hold each fold out in turn, with sources fit on the other folds, so
+# no source has seen the interactions a list is labelled with. HISTORY_FOLDS: the fold of each
+# HISTORY item, so a fold's sources can leave that fold out of the histories they learn from.
+FOLD = "fold"
+HISTORY_FOLDS = "history_folds"
+NO_FOLD = -1
 # Activity segments for sliced evaluation: (label, lower bound of prior interactions).
 ACTIVITY_SEGMENTS: Tuple[Tuple[str, int], ...] = (("0-9", 0), ("10-49", 10), ("50-199", 50),
                                                   ("200+", 200))
@@ -55,6 +74,8 @@ SLICE_FEATURES: Tuple[str, ...] = (GENDER, ACTIVITY_SEGMENT)
 USER_INDEX = "user_id_index"
 ITEM_INDEX = "item_id_index"
 HISTORY_INDEX = "history_index"  # [HISTORY_LENGTH] item indices, -1 padded
+FOLD_ID = "fold_id"  # FOLD as is (NO_FOLD when absent)
+HISTORY_FOLD_IDS = "history_fold_ids"  # [HISTORY_LENGTH] HISTORY_FOLDS, aligned, NO_FOLD padded
 AGE_Z = "age_z"
 GENDER_INDEX = "gender_index"
 OCCUPATION_INDEX = "occupation_index"
@@ -86,6 +107,14 @@ TITLE_VOCAB = "title_token"
 CATEGORY_VOCAB = "category"
 
 
+def held_out_folds(history_scope: str, folds: int) -> Tuple[int, ...]:
+  """The folds a run holds out in turn: every fold when order means nothing, only the latest
+  (fold 0) for a sequence (see the ExampleGen's fold assignment)."""
+  if not folds:
+    return ()
+  return tuple(range(folds)) if history_scope == HISTORY_ALL_TRAINING else (0,)
+
+
 def tokens(text: str) -> List[str]:
   """The lower-cased word tokens the transform takes from titles."""
   return _TOKEN.findall(text.lower())
@@ -103,8 +132,8 @@ def activity_segment(prior_interactions: int) -> str:
 # The raw table each example feature comes from, so a validation error can name the files.
 SOURCE_TABLE = {
     **{name: contract.INTERACTIONS for name in (USER_ID, ITEM_ID, EVENT, RATING, TIMESTAMP, QUERY,
-                                         SESSION_ID, HISTORY, USER_HISTORY_LENGTH,
-                                         ACTIVITY_SEGMENT)},
+                                                  SESSION_ID, HISTORY, HISTORY_FOLDS, FOLD,
+                                                  USER_HISTORY_LENGTH, ACTIVITY_SEGMENT)},
     **{name: contract.USERS for name in (AGE, GENDER, OCCUPATION)},
     **{name: contract.ITEMS for name in (TITLE, DESCRIPTION, CATEGORIES, YEAR, IMAGE_URI)},
 }

@@ -79,6 +79,10 @@ def preprocessing_fn(inputs: Dict[str, Tensor]) -> Dict[str, tf.Tensor]:
   history = tft.apply_vocabulary(_as_sparse(inputs[F.HISTORY]), item_vocab,
                                  num_oov_buckets=F.OOV_BUCKETS)
   outputs[F.HISTORY_INDEX] = padded_indices(history, F.HISTORY_LENGTH)
+  # Folds pass through (NO_FOLD is -1, the padding), for the fold models of the ranker stage.
+  outputs[F.FOLD_ID] = dense_scalar(inputs[F.FOLD], F.NO_FOLD)
+  outputs[F.HISTORY_FOLD_IDS] = padded_indices(_as_sparse(inputs[F.HISTORY_FOLDS]),
+                                               F.HISTORY_LENGTH)
 
   outputs[F.AGE_Z] = _z_score(inputs[F.AGE])
   outputs[F.GENDER_INDEX] = _vocab_index(inputs[F.GENDER], F.GENDER_VOCAB)

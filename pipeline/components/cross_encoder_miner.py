@@ -13,17 +13,17 @@ with the text the cross-encoder reads, its label and the retriever's score:
   chosen item instead would rank it below the retriever's favourites by construction, and any
   re-ranker would "beat" the retrieval order.
 
-The query text is exactly what serving sends (`trainer/cross_encoder/texts.py`): a user context
-(profile and recent liked titles) for recommendations, the logged query for an interaction that
-has one (the raw data contract's `query`), and, for a `search_fraction` of the others, a
-SYNTHETIC query generated from the chosen item's metadata (`synthetic_search.py`), labelled
-from the metadata. Splits: `train` and `validation` (early stopping) from the training
-interactions, `eval` from the later ones.
+The cross-encoder re-ranks search results (recommendations are the ranker's job), so every
+group is a search: the logged query of an interaction that has one (the raw data contract's
+`query`), else a SYNTHETIC query generated from the chosen item's metadata
+(`synthetic_search.py`), labelled from the metadata; an interaction whose metadata allows no
+query is skipped. The item texts are exactly what serving sends (`trainer/cross_encoder/
+texts.py`). Splits: `train` and `validation` (early stopping) from the training interactions,
+`eval` from the later ones.
 
 The catalog is a side input (a dict per worker): fine for catalogs up to millions of short rows.
 """
 
-import hashlib
 import os
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
@@ -36,20 +36,14 @@ from tfx.types import artifact_utils, standard_artifacts
 from pipeline.components.artifacts import serving_model_dir
 from pipeline.data import contract
 from pipeline.data.beam_io import ReadTable
-from pipeline.data.examples import EVAL, TRAIN, decode_example, first
+from pipeline.data.examples import EVAL, TRAIN, decode_example, first, stable_hash
 from trainer.cross_encoder import groups as E
 from trainer.cross_encoder.synthetic_search import SearchIntent, synthetic_intent
-from trainer.cross_encoder.texts import item_text, user_context_text
+from trainer.cross_encoder.texts import item_text
 from trainer.retrieval import signature
 from transform import features as F
 
 Interaction = Dict[str, Any]
-
-
-def stable_hash(*parts: object) -> int:
-  """A hash that is the same in every process (Python's hash() is salted per process)."""
-  digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
-  return int.from_bytes(digest, "big")
 
 
 def parse_interaction(serialized: bytes) -> Interaction:
@@ -80,13 +74,12 @@ class GroupMiner(beam.DoFn):
   SavedModel; the catalog arrives as a side input dict."""
 
   def __init__(self, retrieval_model_dir: str, hard_negatives: int, random_negatives: int,
-               eval_depth: int, search_fraction: float, seed: int):
+               eval_depth: int, seed: int):
     super().__init__()
     self._model_dir = retrieval_model_dir
     self._hard_negatives = hard_negatives
     self._random_negatives = random_negatives
     self._eval_depth = eval_depth
-    self._search_fraction = search_fraction
     self._seed = seed
     self._model = None
     self._catalog_ids: List[str] = []
@@ -100,18 +93,15 @@ class GroupMiner(beam.DoFn):
     embeddings = self._model.signatures["item_embeddings"](**signature.as_tensors(inputs))
     return dict(zip(item_ids, embeddings[signature.EMBEDDING].numpy()))
 
-  def _query(self, interaction: Interaction, catalog: Mapping[str, Mapping[str, Any]],
-             rng: np.random.Generator) -> Tuple[str, str, Optional[SearchIntent]]:
-    """(kind, query text, the synthetic intent that labels the candidates, if any)."""
+  @staticmethod
+  def _query(interaction: Interaction, catalog: Mapping[str, Mapping[str, Any]],
+             rng: np.random.Generator) -> Optional[Tuple[str, str, Optional[SearchIntent]]]:
+    """(kind, query text, the synthetic intent that labels the candidates, if any): the logged
+    search, else a SYNTHETIC one from the chosen item's metadata; None if it allows none."""
     if interaction[F.QUERY]:
       return E.SEARCH, interaction[F.QUERY], None
-    if rng.random() < self._search_fraction:
-      intent = synthetic_intent(catalog[interaction[F.ITEM_ID]], rng)
-      if intent is not None:
-        return E.SYNTHETIC_SEARCH, intent.text, intent
-    profile = {k: interaction[k] for k in (F.AGE, F.GENDER, F.OCCUPATION)}
-    titles = [catalog[i]["title"] for i in interaction[F.HISTORY] if i in catalog]
-    return E.RECOMMENDATION, user_context_text(profile, titles), None
+    intent = synthetic_intent(catalog[interaction[F.ITEM_ID]], rng)
+    return None if intent is None else (E.SYNTHETIC_SEARCH, intent.text, intent)
 
   def _candidates(self, split: str, interaction: Interaction, retrieved: List[str],
                   rng: np.random.Generator) -> List[str]:
@@ -149,11 +139,16 @@ class GroupMiner(beam.DoFn):
     groups = []
     for row, (split, interaction) in enumerate(batch):
       rng = np.random.default_rng(stable_hash(self._seed, split, interaction_id(interaction)))
+      query = self._query(interaction, catalog, rng)
+      if query is None:
+        continue
       retrieved = signature.retrieved(top[signature.ITEM_IDS][row].numpy(),
                                       top[signature.SCORES][row].numpy(),
                                       depth=len(self._catalog_ids))
       items = self._candidates(split, interaction, [item for item, _ in retrieved], rng)
-      groups.append((split, interaction, items, self._query(interaction, catalog, rng)))
+      groups.append((split, interaction, items, query))
+    if not groups:
+      return
     embeddings = self._item_embeddings(sorted({i for _, _, items, _ in groups for i in items}),
                                        catalog)
     for row, (split, interaction, items, (kind, text, intent)) in enumerate(groups):
@@ -180,7 +175,6 @@ def CrossEncoderMiner(  # pylint: disable=invalid-name
     hard_negatives: tfx.dsl.components.Parameter[int],
     random_negatives: tfx.dsl.components.Parameter[int],
     eval_depth: tfx.dsl.components.Parameter[int],
-    search_fraction: tfx.dsl.components.Parameter[float],
     seed: tfx.dsl.components.Parameter[int],
     beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None,
 ) -> None:
@@ -190,7 +184,7 @@ def CrossEncoderMiner(  # pylint: disable=invalid-name
   recorded in MLMD and a changed value is a cache miss.
   """
   miner = GroupMiner(serving_model_dir(retrieval_model), hard_negatives,
-                     random_negatives, eval_depth, search_fraction, seed)
+                     random_negatives, eval_depth, seed)
   with beam_pipeline as p:
     catalog = (p | ReadTable(data_root, contract.ITEMS)
                | "KeyItems" >> beam.Map(lambda row: (row["item_id"], row)))

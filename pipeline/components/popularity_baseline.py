@@ -25,9 +25,9 @@ def PopularityBaseline(  # pylint: disable=invalid-name
     top_k: tfx.dsl.components.Parameter[int] = 100,
     beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None,
 ) -> None:
-  """Keeps the top_k + HISTORY_LENGTH most frequent items, so exclusions still leave top_k."""
+  """Keeps the top_k + MAX_HISTORY most frequent items, so exclusions still leave top_k."""
   counts_path = os.path.join(model.uri, "item_counts")
-  keep = top_k + F.HISTORY_LENGTH
+  keep = top_k + F.MAX_HISTORY
   with beam_pipeline as p:
     _ = (p
          | "ReadTrain" >> beam.io.ReadFromTFRecord(os.path.join(examples.uri, "Split-train", "*"))

@@ -17,8 +17,8 @@ from tfx.types import standard_artifacts
 
 from pipeline.components.artifacts import serving_model_dir
 from pipeline.data.examples import EVAL
-from pipeline.evaluation.blessing import write_blessing
-from pipeline.evaluation.report import OVERALL, EvaluationReport, Metrics
+from pipeline.evaluation.blessing import gate, write_blessing
+from pipeline.evaluation.report import EvaluationReport, Metrics
 from pipeline.evaluation.tfma_metrics import RetrievalMetrics
 from pipeline.evaluation.tfma_runner import load_metrics, run_tfma
 from trainer.retrieval.metrics import metric_names
@@ -42,23 +42,9 @@ def eval_config(model_names: Sequence[str], slice_features: Sequence[str]) -> tf
 
 def blessing_decision(metrics: Metrics, gate_metrics: Sequence[str], tolerance: float
                       ) -> Tuple[bool, List[str]]:
-  """(blessed, reasons): beat popularity on every gate metric, and no regression beyond
-  `tolerance` against the last blessed model (when there is one)."""
-  reasons, blessed = [], True
-  candidate = metrics[CANDIDATE][OVERALL]
-  for metric in gate_metrics:
-    popularity = metrics[POPULARITY][OVERALL][metric]
-    ok = candidate[metric] > popularity
-    blessed &= ok
-    reasons.append(f"{metric}: {candidate[metric]:.4f} {'>' if ok else '<='} popularity "
-                   f"{popularity:.4f}")
-    if LAST_BLESSED in metrics:
-      previous = metrics[LAST_BLESSED][OVERALL][metric]
-      ok = candidate[metric] >= previous - tolerance
-      blessed &= ok
-      reasons.append(f"{metric}: {candidate[metric]:.4f} {'>=' if ok else '<'} last blessed "
-                     f"{previous:.4f} - tolerance {tolerance}")
-  return blessed, reasons
+  """Beat popularity on every gate metric, and no regression beyond `tolerance` against the
+  last blessed model (when there is one)."""
+  return gate(metrics, CANDIDATE, [POPULARITY], LAST_BLESSED, gate_metrics, tolerance)
 
 
 REPORT = EvaluationReport("Retrieval evaluation", "retrieval_metrics.json",

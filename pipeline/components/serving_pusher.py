@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import tensorflow as tf
 from tfx import types
@@ -116,9 +116,10 @@ def pusher_id(model_name: str) -> str:
   return f"{model_name}_pusher"
 
 
-def serving_root_pusher(model: types.BaseChannel, model_blessing: types.BaseChannel,
+def serving_root_pusher(model: types.BaseChannel, model_blessing: Optional[types.BaseChannel],
                         serving_root: str, model_name: str) -> Pusher:
-  """A Pusher that pushes `model` to `<serving_root>/<model_name>` and refreshes models.config."""
+  """A Pusher that pushes `model` to `<serving_root>/<model_name>` and refreshes models.config;
+  without a blessing it pushes every new model (the popularity fallback)."""
   if not model_name.isidentifier():
     # The name becomes both a folder of the serving root and part of the component id.
     raise ValueError(f"model_name must be a valid identifier, got {model_name!r}")

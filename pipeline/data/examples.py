@@ -7,7 +7,8 @@ feature, so a row with no history still has the feature.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional
+import hashlib
+from typing import Any, Collection, Dict, List, Mapping, Optional
 
 import tensorflow as tf
 
@@ -18,12 +19,21 @@ EVAL = "eval"
 SPLITS = (TRAIN, EVAL)
 
 
-def _feature(value: Any) -> Optional[tf.train.Feature]:
-  """A tf.train.Feature for one value or list of values; None when the value is absent."""
+def stable_hash(*parts: object) -> int:
+  """A hash that is the same in every process and on every runner (Python's hash() is salted
+  per process), for assigning splits, folds and samples deterministically."""
+  digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
+  return int.from_bytes(digest, "big")
+
+
+def _feature(value: Any, int_list: bool) -> Optional[tf.train.Feature]:
+  """A tf.train.Feature for one value or list of values; None when the value is absent. An
+  empty list is a bytes feature unless `int_list` (its type cannot be seen from its values)."""
   values = value if isinstance(value, list) else [value]
   values = [v for v in values if v is not None and v != ""]
   if isinstance(value, list) and not values:
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[]))
+    return (tf.train.Feature(int64_list=tf.train.Int64List(value=[])) if int_list
+            else tf.train.Feature(bytes_list=tf.train.BytesList(value=[])))
   if not values:
     return None
   if isinstance(values[0], str):
@@ -33,11 +43,12 @@ def _feature(value: Any) -> Optional[tf.train.Feature]:
   return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
 
 
-def encode_example(fields: Mapping[str, Any]) -> bytes:
-  """Serializes a dict of feature values (str, int, float or lists of one of them)."""
+def encode_example(fields: Mapping[str, Any], int_lists: Collection[str] = ()) -> bytes:
+  """Serializes a dict of feature values (str, int, float or lists of one of them); the
+  features named in `int_lists` are int64 lists even when empty."""
   example = tf.train.Example()
   for name, value in fields.items():
-    feature = _feature(value)
+    feature = _feature(value, name in int_lists)
     if feature is not None:
       example.features.feature[name].CopyFrom(feature)
   return example.SerializeToString()

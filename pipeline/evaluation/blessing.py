@@ -1,12 +1,38 @@
-"""Writes a ModelBlessing exactly as TFX's Evaluator does, so that the stock Pusher and the
-latest-blessed-model resolver read the blessings of this project's own evaluators unchanged."""
+"""The gate every evaluator of a ranked list applies, and the ModelBlessing it writes exactly as
+TFX's Evaluator does, so that the stock Pusher and the latest-blessed-model resolver read the
+blessings of this project's own evaluators unchanged."""
 from __future__ import annotations
 
 import os
+from typing import List, Sequence, Tuple
 
 import tensorflow as tf
 from tfx.components.evaluator import constants
 from tfx.types import standard_artifacts
+
+from pipeline.evaluation.report import OVERALL, Metrics
+
+
+def gate(metrics: Metrics, model: str, rivals: Sequence[str], previous: str,
+         gate_metrics: Sequence[str], tolerance: float) -> Tuple[bool, List[str]]:
+  """(passed, reasons): `model` strictly above every rival on every gate metric overall, and
+  no more than `tolerance` below the last blessed model `previous` (when it was evaluated)."""
+  passed, reasons = True, []
+  values = metrics[model][OVERALL]
+  for metric in gate_metrics:
+    for rival in rivals:
+      other = metrics[rival][OVERALL][metric]
+      ok = values[metric] > other
+      passed &= ok
+      reasons.append(f"{metric}: {model} {values[metric]:.4f} {'>' if ok else '<='} "
+                     f"{rival} {other:.4f}")
+    if previous in metrics:
+      last = metrics[previous][OVERALL][metric]
+      ok = values[metric] >= last - tolerance
+      passed &= ok
+      reasons.append(f"{metric}: {model} {values[metric]:.4f} {'>=' if ok else '<'} "
+                     f"last blessed {last:.4f} - tolerance {tolerance}")
+  return passed, reasons
 
 
 def write_blessing(blessing: standard_artifacts.ModelBlessing, model: standard_artifacts.Model,

@@ -1,8 +1,8 @@
-"""The project's TFMA metrics: retrieval (top-K ids against one relevant item) and cross-encoder
-re-ranking (scores over a query group's candidates).
+"""The project's TFMA metrics: retrieval (top-K ids against one relevant item), cross-encoder
+re-ranking (scores over a query group's candidates) and the cascade's per-user lists.
 
-TFMA's stock metrics cannot read a retrieval model's top-K ids or a cross-encoder's query
-groups, so both are custom, and both have the same shape: one computation per model whose
+TFMA's stock metrics cannot read a retrieval model's top-K ids, a cross-encoder's query groups
+or a user's ranked list, so all are custom, and all have the same shape: one computation per model whose
 combiner sums per-example values and turns the sums into metrics at the end. The definitions
 live with their models (`trainer/retrieval/metrics.py`, `trainer/cross_encoder/metrics.py`);
 this module only adapts them to TFMA.
@@ -14,10 +14,12 @@ import functools
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import apache_beam as beam
+import numpy as np
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.metrics import metric_types
 
 from trainer.cross_encoder import metrics as group_metrics
+from trainer.ranker import metrics as user_list_metrics
 from trainer.retrieval import metrics as retrieval_metrics
 
 Values = Mapping[str, float]
@@ -115,3 +117,25 @@ class GroupRankingMetrics(tfma.metrics.Metric):
 
   def __init__(self, cutoffs: Sequence[int] = group_metrics.CUTOFFS, name: str = "ranking"):
     super().__init__(_group_computations, cutoffs=list(cutoffs), name=name)
+
+
+def _stored_list_values(labels: Any, ranked: Any) -> Optional[Dict[str, float]]:
+  """One user's metrics from the relevant ids (labels) and a ranked id list (prediction)."""
+  decode = lambda values: [v.decode() if isinstance(v, bytes) else str(v)  # noqa: E731
+                           for v in np.asarray(values).reshape(-1)]
+  return user_list_metrics.user_metrics([i for i in decode(ranked) if i], set(decode(labels)))
+
+
+def _user_list_computations(model_names: Optional[List[str]] = None,
+                            **unused) -> metric_types.MetricComputations:
+  del unused
+  return per_model_computations(user_list_metrics.metric_names() + [user_list_metrics.USER_COUNT],
+                                _stored_list_values, user_list_metrics.means, model_names)
+
+
+class UserListMetrics(tfma.metrics.Metric):
+  """MAP, NDCG@10, precision@10, recall@10 and recall@100 of one ranked list per user (the
+  cascade's or a single source's), averaged over users."""
+
+  def __init__(self, name: str = "user_lists"):
+    super().__init__(_user_list_computations, name=name)

@@ -1,7 +1,6 @@
 """The cross-encoder's training and evaluation records: one tf.Example per query group.
 
-A group is one query (a logged or synthetic search, or a user context for recommendations) with
-its candidates: the item the user chose, the retriever's top candidates and random items, each
+A group is one search query (logged, or synthetic) with its candidates: the item the user chose, the retriever's top candidates and random items, each
 with its text, its relevance label and the retriever's score (the baseline order). Written by
 the mining component, read by the trainer, the model's `evaluation` signature and TFMA.
 """
@@ -20,8 +19,7 @@ ITEM_TEXTS = "item_texts"
 LABELS = "labels"
 RETRIEVER_SCORES = "retriever_scores"
 
-# Query kinds (a TFMA slice): a user context, a logged search, a generated search.
-RECOMMENDATION = "recommendation"
+# Query kinds (a TFMA slice): a logged search, a generated search.
 SEARCH = "search"
 SYNTHETIC_SEARCH = "synthetic_search"
 

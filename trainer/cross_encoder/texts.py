@@ -1,13 +1,8 @@
-"""The texts the cross-encoder reads, built the same way for training-data mining and for serving.
-
-Recommendations have no typed query: the "query" is a textual user context (recent liked
-titles and the profile). Item text is title, categories, year and description.
-"""
+"""The item text the cross-encoder reads beside a search query, built the same way for
+training-data mining and for serving: title, categories, year and description."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
-
-RECENT_TITLES = 5
+from typing import Mapping
 
 
 def item_text(item: Mapping[str, object]) -> str:
@@ -19,13 +14,3 @@ def item_text(item: Mapping[str, object]) -> str:
     parts.append(str(item["description"]))
   return ". ".join(p for p in parts if p)
 
-
-def user_context_text(profile: Mapping[str, object], recent_titles: Sequence[str]) -> str:
-  """Recent liked titles (most recent first) and the profile; "a new user" when nothing known."""
-  parts = []
-  if recent_titles:
-    parts.append("recently liked: " + "; ".join(recent_titles[:RECENT_TITLES]))
-  described = [str(profile[k]) for k in ("age", "gender", "occupation") if profile.get(k)]
-  if described:
-    parts.append("user: " + ", ".join(described))
-  return ". ".join(parts) or "a new user"

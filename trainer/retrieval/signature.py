@@ -4,8 +4,8 @@ Every caller of the exported model (the cascade, the cross-encoder's miner, the 
 featurizer, the benchmarks) builds its inputs here, from the same specs the export signs with,
 so a feature added to the signature reaches every caller at once. Rows are mappings keyed by the
 raw feature names (`transform/features.py`); a missing or None value is the signature's "unknown"
-("" for strings, 0 for numbers). List-valued inputs (history, categories) are padded with "" to
-the batch's longest row.
+("" for strings, 0 for numbers). List-valued inputs (history, categories) are padded with ""
+(or 0) to the batch's longest row.
 """
 from __future__ import annotations
 
@@ -38,13 +38,14 @@ ITEM_IDS, SCORES, EMBEDDING = "item_ids", "scores", "embedding"
 
 
 def _column(spec: tf.TensorSpec, values: List[object]) -> np.ndarray:
-  if spec.dtype == tf.string:
-    if spec.shape.rank == 2:
-      width = max([len(v or ()) for v in values] + [1])
-      return np.array([list(v or ()) + [""] * (width - len(v or ())) for v in values],
-                      dtype=object)
-    return np.array([v or "" for v in values], dtype=object)
-  return np.array([v or 0 for v in values], dtype=spec.dtype.as_numpy_dtype)
+  blank = "" if spec.dtype == tf.string else 0
+  dtype = object if spec.dtype == tf.string else spec.dtype.as_numpy_dtype
+  if spec.shape.rank == 2:
+    rows = [list(v) if v is not None else [] for v in values]
+    width = max([len(row) for row in rows] + [1])
+    return np.array([[blank if x is None else x for x in row] + [blank] * (width - len(row))
+                     for row in rows], dtype=dtype)
+  return np.array([v or blank for v in values], dtype=dtype)
 
 
 def build_inputs(spec: Mapping[str, tf.TensorSpec], rows: Sequence[Mapping[str, object]]

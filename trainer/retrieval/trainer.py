@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -68,14 +68,32 @@ def distribution_strategy(name: str) -> tf.distribute.Strategy:
   raise ValueError(f"unknown distribution strategy {name!r}: use default, mirrored or tpu")
 
 
+def without_fold(dataset: tf.data.Dataset, fold: int) -> tf.data.Dataset:
+  """Batches of transformed examples -> the same without `fold`: its examples dropped (batches
+  shrink by the fold's share), its items taken out of every history (a fold's sources must
+  not learn from it)."""
+
+  def drop(batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    keep = tf.not_equal(tf.reshape(batch[F.FOLD_ID], [-1]), fold)
+    kept = {name: tf.boolean_mask(values, keep) for name, values in batch.items()}
+    in_fold = tf.equal(kept[F.HISTORY_FOLD_IDS], fold)
+    history = kept[F.HISTORY_INDEX]
+    return dict(kept, **{F.HISTORY_INDEX: tf.where(in_fold, tf.constant(-1, history.dtype),
+                                                   history)})
+
+  return dataset.map(drop)
+
+
 def _dataset(fn_args: "FnArgs", files, tft_output: tft.TFTransformOutput,
-             batch_size: int, shuffle: bool, seed: int, shuffle_buffer_size: int = 10_000
-             ) -> tf.data.Dataset:
-  return fn_args.data_accessor.tf_dataset_factory(
+             batch_size: int, shuffle: bool, seed: int, shuffle_buffer_size: int = 10_000,
+             held_out_fold: Optional[int] = None) -> tf.data.Dataset:
+  """Batches of transformed examples, `without_fold(held_out_fold)` when one is given."""
+  dataset = fn_args.data_accessor.tf_dataset_factory(
       files,
       tfxio.TensorFlowDatasetOptions(batch_size=batch_size, num_epochs=1, shuffle=shuffle,
                                      shuffle_seed=seed, shuffle_buffer_size=shuffle_buffer_size),
       tft_output.transformed_metadata.schema)
+  return dataset if held_out_fold is None else without_fold(dataset, held_out_fold)
 
 
 def collect_catalog(dataset: tf.data.Dataset, n_items: int
@@ -108,21 +126,23 @@ def vocabularies(tft_output: tft.TFTransformOutput) -> Vocabularies:
                       title_tokens=size(F.TITLE_VOCAB))
 
 
-def run_fn(fn_args: "FnArgs") -> None:
-  """Trains the two towers and exports the serving SavedModel (TFX Trainer entry point)."""
-  settings = RetrievalSettings.from_config(fn_args.custom_config)
+def train_and_export(fn_args: "FnArgs", settings: RetrievalSettings, export_dir: str,
+                     held_out_fold: Optional[int] = None) -> None:
+  """Trains the two towers on the training files (without one fold, for the ranker stage's
+  fold models) and exports the serving SavedModel to `export_dir`."""
   tf.keras.utils.set_random_seed(settings.seed)
   tft_output = tft.TFTransformOutput(fn_args.transform_output)
   vocab = vocabularies(tft_output)
   train = _dataset(fn_args, fn_args.train_files, tft_output, settings.batch_size, True,
-                   settings.seed, settings.shuffle_buffer_size)
+                   settings.seed, settings.shuffle_buffer_size, held_out_fold)
   evaluation = _dataset(fn_args, fn_args.eval_files, tft_output, settings.batch_size, False,
                         settings.seed)
   counts, item_features = collect_catalog(
-      _dataset(fn_args, fn_args.train_files, tft_output, 4096, False, settings.seed), vocab.items)
+      _dataset(fn_args, fn_args.train_files, tft_output, 4096, False, settings.seed,
+               held_out_fold=held_out_fold), vocab.items)
   catalog = np.flatnonzero(counts)
-  logging.info("retrieval trainer: %d interactions, %d catalog items, %s", counts.sum(),
-               len(catalog), vocab)
+  logging.info("retrieval trainer (held-out fold %s): %d interactions, %d catalog items, %s",
+               held_out_fold, counts.sum(), len(catalog), vocab)
   # Probability that an item is among a batch's candidates, for the logQ correction.
   probabilities = 1.0 - np.power(1.0 - counts / counts.sum(), settings.batch_size)
   catalog_features = {name: values[catalog] for name, values in item_features.items()}
@@ -130,12 +150,42 @@ def run_fn(fn_args: "FnArgs") -> None:
   with distribution_strategy(settings.strategy).scope():
     model = TwoTowerModel(vocab, probabilities, settings.tower, catalog_features)
     model.compile(optimizer=tf.keras.optimizers.Adam(settings.learning_rate))
+  log_dir = fn_args.model_run_dir if held_out_fold is None else os.path.join(
+      fn_args.model_run_dir, f"fold-{held_out_fold}")
   model.fit(train, validation_data=evaluation, epochs=settings.epochs, verbose=2,
-            callbacks=[tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
+            callbacks=[tf.keras.callbacks.TensorBoard(log_dir=log_dir)])
 
   item_vocab = np.array(tft_output.vocabulary_by_name(F.ITEM_VOCAB), dtype=object)
   module = RetrievalModule(
       model.query_tower, model.candidate_tower, tft_output.transform_features_layer(),
       tft_output.raw_feature_spec(), [item_vocab[i].decode() for i in catalog],
       catalog_features, settings.top_k)
-  export_retrieval_model(module, fn_args.serving_model_dir)
+  export_retrieval_model(module, export_dir)
+
+
+def run_fn(fn_args: "FnArgs") -> None:
+  """Trains the two towers and exports the serving SavedModel (TFX Trainer entry point)."""
+  train_and_export(fn_args, RetrievalSettings.from_config(fn_args.custom_config),
+                   fn_args.serving_model_dir)
+
+
+# Keys of a fold Trainer's custom_config besides the retrieval settings.
+HELD_OUT_FOLDS = "held_out_folds"
+FOLD_EPOCHS = "fold_epochs"
+
+
+def fold_model_dir(serving_model_dir: str, fold: int) -> str:
+  """Where the fold Trainer puts the model that never saw `fold` (under its Model artifact)."""
+  return os.path.join(serving_model_dir, f"fold-{fold}")
+
+
+def fold_run_fn(fn_args: "FnArgs") -> None:
+  """Trains one two-tower model per held-out fold (TFX Trainer entry point of the ranker
+  stage's fold sources); `fold_epochs` (0 = the retrieval model's) bounds their cost."""
+  config = dict(fn_args.custom_config)
+  folds, epochs = config.pop(HELD_OUT_FOLDS), config.pop(FOLD_EPOCHS, 0)
+  settings = RetrievalSettings.from_config(config)
+  if epochs:
+    settings = dataclasses.replace(settings, epochs=epochs)
+  for fold in folds:
+    train_and_export(fn_args, settings, fold_model_dir(fn_args.serving_model_dir, fold), fold)

@@ -1,0 +1,182 @@
+"""Trains the ranking stage's scorers on the mined candidate lists, with early stopping on the
+validation lists' MAP, and exports the ranker.
+
+The default trains three DCNs (different seeds) and a linear scorer and averages their per-list
+standardised logits, leaving out a member only when the validation lists say the average is
+better without it (backward elimination). On MovieLens-100K (benchmarks/movielens_protocol.py,
+inner validation) one DCN and the linear model were level and their average beat both (their
+errors are partly seed noise); on a small or different log a weak member is left out rather
+than averaged in. `RankerSettings.scorers` names the candidates.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from trainer.ranker.export import RankerModule, export_ranker
+from trainer.ranker.features import RankingFeatures
+from trainer.ranker.lists import FEATURES, MASK, list_dataset
+from trainer.ranker.metrics import hit_metrics, mean_metrics
+from trainer.ranker.model import (DCN, LINEAR, LISTWISE, build_scorer, ensemble_logits,
+                                  list_logits, loss, moments, standardised_per_list)
+
+MONITOR = "map"
+TRAINING_RECORD = "ranker_training.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class RankerSettings:
+  """What the pipeline's config may set for the ranker trainer."""
+  loss: str = LISTWISE          # or "pointwise" (binary cross-entropy)
+  scorers: Tuple[str, ...] = (DCN, DCN, DCN, LINEAR)
+  max_epochs: int = 16
+  patience: int = 3             # epochs without a better validation MAP before stopping
+  lists_per_batch: int = 32
+  learning_rate: float = 1e-3
+  linear_learning_rate: float = 1e-2  # a single unit needs larger steps to converge as fast
+  weight_decay: float = 1e-3
+  width: int = 64
+  cross_layers: int = 1
+  dropout: float = 0.2
+  shuffle_buffer: int = 10_000
+  seed: int = 42
+
+  @classmethod
+  def from_config(cls, config: Optional[Mapping[str, Any]]) -> "RankerSettings":
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(config or {}) - known
+    if unknown:
+      raise ValueError(f"ranker trainer settings: unknown {sorted(unknown)}; known: "
+                       f"{sorted(known)}")
+    values = dict(config or {})
+    if "scorers" in values:
+      values["scorers"] = tuple(values["scorers"])
+    return cls(**values)
+
+
+def _batches(files: Sequence[str], n_features: int, settings: RankerSettings,
+             shuffle_seed: Optional[int]) -> tf.data.Dataset:
+  dataset = list_dataset(files, n_features)
+  if shuffle_seed is not None:
+    dataset = dataset.shuffle(settings.shuffle_buffer, seed=shuffle_seed,
+                              reshuffle_each_iteration=True)
+  return dataset.padded_batch(settings.lists_per_batch).prefetch(tf.data.AUTOTUNE)
+
+
+def _ordered_metrics(logits: Sequence[np.ndarray], batches: tf.data.Dataset
+                     ) -> Dict[str, float]:
+  """The lists' metrics when each batch's lists are ordered by the given logits [B, C]."""
+  values = []
+  for batch_logits, (inputs, labels, relevant) in zip(logits, batches):
+    for row, mask in enumerate(inputs[MASK].numpy()):
+      order = np.argsort(-batch_logits[row][mask], kind="stable")
+      values.append(hit_metrics(labels.numpy()[row][mask][order], int(relevant[row])))
+  return mean_metrics(values)
+
+
+def list_metrics(scorers: Sequence[tf.keras.Model], batches: tf.data.Dataset
+                 ) -> Dict[str, float]:
+  """The lists' metrics (MAP, NDCG@10, ...) when each is ordered by the scorers' ensemble."""
+  return _ordered_metrics([ensemble_logits(scorers, inputs[FEATURES], inputs[MASK]).numpy()
+                           for inputs, _, _ in batches], batches)
+
+
+def select_ensemble(scorers: Sequence[tf.keras.Model], validation: tf.data.Dataset
+                    ) -> Tuple[List[int], float]:
+  """Backward elimination on validation MAP, from the average of all scorers: while leaving
+  one out raises it, the one whose removal raises it most goes. (members, validation MAP)."""
+  standardised = [[standardised_per_list(list_logits(s, inputs[FEATURES], inputs[MASK]),
+                                         inputs[MASK]).numpy()
+                   for inputs, _, _ in validation] for s in scorers]
+
+  def score(members: Sequence[int]) -> float:
+    average = [sum(standardised[m][b] for m in members) / len(members)
+               for b in range(len(standardised[0]))]
+    return _ordered_metrics(average, validation)[MONITOR]
+
+  members = list(range(len(scorers)))
+  best = score(members)
+  while len(members) > 1:
+    value, dropped = max((score([m for m in members if m != d]), d) for d in members)
+    if value <= best:
+      break
+    members, best = [m for m in members if m != dropped], value
+  return members, best
+
+
+def train_scorer(kind: str, seed: int, settings: RankerSettings, train: tf.data.Dataset,
+                 validation: tf.data.Dataset, feature_moments: Dict[str, np.ndarray]
+                 ) -> Tuple[tf.keras.Model, List[Dict[str, float]]]:
+  """One scorer, AdamW, early-stopped on validation MAP (the best epoch's weights kept)."""
+  tf.keras.utils.set_random_seed(seed)
+  scorer = build_scorer(kind, feature_moments["mean"], feature_moments["std"], settings.width,
+                        settings.cross_layers, settings.dropout)
+  optimizer = tf.keras.optimizers.AdamW(
+      learning_rate=settings.linear_learning_rate if kind == LINEAR else settings.learning_rate,
+      weight_decay=settings.weight_decay)
+
+  # Lists are padded per batch: one trace for every batch shape.
+  @tf.function(input_signature=[tf.TensorSpec([None, None, len(feature_moments["mean"])]),
+                                tf.TensorSpec([None, None], tf.bool),
+                                tf.TensorSpec([None, None])])
+  def step(features: tf.Tensor, mask: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    with tf.GradientTape() as tape:
+      value = loss(settings.loss, labels, list_logits(scorer, features, mask, True), mask)
+    optimizer.apply_gradients(zip(tape.gradient(value, scorer.trainable_variables),
+                                  scorer.trainable_variables))
+    return value
+
+  curve: List[Dict[str, float]] = []
+  best, best_weights, waited = -1.0, scorer.get_weights(), 0
+  for epoch in range(settings.max_epochs):
+    losses = [float(step(inputs[FEATURES], inputs[MASK], labels))
+              for inputs, labels, _ in train]
+    metrics = dict(list_metrics([scorer], validation), loss=float(np.mean(losses)))
+    curve.append(metrics)
+    logging.info("ranker %s seed %d epoch %d: %s", kind, seed, epoch + 1, metrics)
+    if metrics[MONITOR] > best:
+      best, best_weights, waited = metrics[MONITOR], scorer.get_weights(), 0
+    else:
+      waited += 1
+      if waited >= settings.patience:
+        break
+  scorer.set_weights(best_weights)
+  return scorer, curve
+
+
+def train_and_export(settings: RankerSettings, train_files: Sequence[str],
+                     validation_files: Sequence[str], features: RankingFeatures,
+                     export_dir: str, record_dir: str) -> Dict[str, Any]:
+  """Trains every scorer of the ensemble, exports the ranker with the given features (the
+  sources fit on the whole training split) and writes the training record."""
+  n_features = len(features.names)
+  started = time.time()
+  train = _batches(train_files, n_features, settings, settings.seed)
+  validation = _batches(validation_files, n_features, settings, None)
+  feature_moments = moments(_batches(train_files, n_features, settings, None))
+  scorers, curves = [], []
+  for member, kind in enumerate(settings.scorers):
+    scorer, curve = train_scorer(kind, settings.seed + member, settings, train, validation,
+                                 feature_moments)
+    scorers.append(scorer)
+    curves.append({"scorer": kind, "seed": settings.seed + member, "epochs": curve,
+                   "best_validation": max(curve, key=lambda m: m[MONITOR])})
+  members, _ = select_ensemble(scorers, validation)
+  ensemble = [scorers[m] for m in members]
+  module = RankerModule(features, ensemble)
+  export_ranker(module, export_dir)
+  record = {"settings": dataclasses.asdict(settings), "features": features.names,
+            "scorers": curves, "ensemble_members": members,
+            "ensemble_validation": list_metrics(ensemble, validation),
+            "seconds": round(time.time() - started, 1)}
+  tf.io.gfile.makedirs(record_dir)
+  with tf.io.gfile.GFile(os.path.join(record_dir, TRAINING_RECORD), "w") as f:
+    json.dump(record, f, indent=2)
+  return record
