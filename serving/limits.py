@@ -17,7 +17,7 @@ MAX_AGE = 130
 # --- The record of issued requests that feedback is checked against -----------------------
 # Bounded both ways: a request older than this, or pushed out by newer ones, gets NOT_FOUND.
 ISSUED_MAX_AGE_S = 24 * 3600.0
-ISSUED_MAX_ITEMS = 200_000  # shown items over all remembered requests (about 40 MB)
+ISSUED_MAX_ITEMS = 200_000  # shown items over all remembered requests (about 50 MB)
 ISSUED_REBUILD_BYTES = 128 << 20  # at start, the newest feedback files up to this size are read
 
 # --- HTTP/JSON gateway --------------------------------------------------------------------
