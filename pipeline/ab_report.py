@@ -1,8 +1,12 @@
 """The A/B report: per-variant click-through from the serving feedback log, counted in Beam.
 
 Offline: it reads the feedback the cascade logged under a data root (the variants come from the
-routing of `serving/experiment.py`). CTR = clicks / impressions per variant, Wilson 95%
-intervals, and a pooled two-proportion z-test of every variant against the control.
+routing of `serving/experiment.py`), including what a running server has acknowledged so far in
+its open `.jsonl.open` file (complete lines only; the pipeline's own readers keep skipping open
+files). CTR = clicks / impressions per variant, Wilson 95% intervals, and a pooled
+two-proportion z-test of every variant against the control, reported only when both have at
+least MIN_IMPRESSIONS impressions and MIN_CLICKS clicks (below that the normal approximation
+behind the test does not hold, and a handful of clicks would read as a verdict): "too few".
 
     python -m pipeline.ab_report --data_root DIR [--output_dir DIR]
 """
@@ -19,11 +23,17 @@ from typing import Dict, Iterator, List, Mapping, Optional, Tuple
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.data import contract
+from pipeline.data import contract, parsing
 from pipeline.data.beam_io import ReadTable
 from serving.experiment import DEFAULT_VARIANT
+from serving.feedback_log import acknowledged_rows, open_feedback_files
 
 Z_95 = 1.959963984540054
+# The minimum sample per variant for a p-value: the usual rule for the normal approximation of a
+# proportion (at least 10 successes), over at least 100 trials.
+MIN_IMPRESSIONS = 100
+MIN_CLICKS = 10
+TOO_FEW = "too few"
 
 
 def wilson_interval(clicks: int, shown: int) -> Tuple[float, float]:
@@ -64,17 +74,30 @@ def _impression_outcome(rows) -> Iterator[Tuple[str, Tuple[int, int]]]:
     yield variant, (1, clicked)
 
 
+def _has_closed_files(data_root: str) -> bool:
+  try:
+    return bool(parsing.list_table_files(data_root, contract.INTERACTIONS))
+  except contract.ContractError:
+    return False
+
+
 def count_feedback(data_root: str, beam_args: Optional[List[str]] = None
                    ) -> Dict[str, Dict[str, int]]:
   """{variant: {impressions, clicks}} from the feedback rows under the data root, in Beam.
 
-  A click counts when the log holds an impression of that item in the same request.
+  A click counts when the log holds an impression of that item in the same request. Open
+  feedback files are listed first: one rotated meanwhile is read under its new name, possibly
+  twice, which the grouping by (request, item) makes harmless.
   """
+  open_files = open_feedback_files(data_root)
   with tempfile.TemporaryDirectory() as tmp:
     out = os.path.join(tmp, "counts")
     with beam.Pipeline(options=PipelineOptions(beam_args or [])) as p:
-      _ = (p
-           | ReadTable(data_root, contract.INTERACTIONS)
+      sources = [p | "OpenFiles" >> beam.Create(open_files)
+                 | "Acknowledged" >> beam.FlatMap(acknowledged_rows)]
+      if not open_files or _has_closed_files(data_root):  # else: a root of live feedback only
+        sources.append(p | ReadTable(data_root, contract.INTERACTIONS))
+      _ = (tuple(sources) | "AllFeedback" >> beam.Flatten()
            | "Logged" >> beam.Filter(lambda row: bool(row["request_id"]))
            | "ByShownItem" >> beam.Map(lambda row: ((row["request_id"], row["item_id"]), row))
            | "Group" >> beam.GroupByKey()
@@ -87,29 +110,46 @@ def count_feedback(data_root: str, beam_args: Optional[List[str]] = None
       return dict(json.loads(line) for line in f if line.strip())
 
 
+def enough(counts: Mapping[str, int]) -> bool:
+  """Whether a variant's sample is large enough for the z-test."""
+  return counts["impressions"] >= MIN_IMPRESSIONS and counts["clicks"] >= MIN_CLICKS
+
+
 def report(counts: Mapping[str, Mapping[str, int]], control: Optional[str] = None
            ) -> List[Dict[str, object]]:
-  """Rows of the A/B table; the control is the named variant or the first in sorted order."""
+  """Rows of the A/B table; the control is the named variant or the first in sorted order. A
+  variant compared with the control has a p-value only if both have enough data; otherwise
+  `p_value_vs_control` is None and `verdict` says "too few"."""
   names = sorted(counts)
   control = control if control in counts else (names[0] if names else None)
   rows = []
   for name in names:
     shown, clicks = counts[name]["impressions"], counts[name]["clicks"]
     low, high = wilson_interval(clicks, shown)
+    p_value, verdict = None, "control"
+    if name != control:
+      verdict = TOO_FEW
+      if enough(counts[name]) and enough(counts[control]):
+        p_value = two_proportion_p_value(counts[control]["clicks"],
+                                         counts[control]["impressions"], clicks, shown)
+        verdict = "different" if p_value < 0.05 else "no difference shown"
     rows.append({"variant": name, "impressions": shown, "clicks": clicks,
                  "ctr": clicks / shown if shown else 0.0, "ctr_95_low": low, "ctr_95_high": high,
-                 "p_value_vs_control": None if name == control else two_proportion_p_value(
-                     counts[control]["clicks"], counts[control]["impressions"], clicks, shown),
-                 "control": name == control})
+                 "p_value_vs_control": p_value, "verdict": verdict, "control": name == control,
+                 "min_impressions": MIN_IMPRESSIONS, "min_clicks": MIN_CLICKS})
   return rows
 
 
 def table(rows: List[Dict[str, object]]) -> str:
   lines = [f"{'variant':<14}{'impressions':>12}{'clicks':>8}{'CTR':>8}{'95% CI':>18}{'p vs control':>14}"]
   for r in rows:
-    p = "control" if r["control"] else f"{r['p_value_vs_control']:.4f}"
+    p = (r["verdict"] if r["p_value_vs_control"] is None
+         else f"{r['p_value_vs_control']:.4f}")
     lines.append(f"{r['variant']:<14}{r['impressions']:>12}{r['clicks']:>8}{r['ctr']:>8.4f}"
                  f"{'[%.4f, %.4f]' % (r['ctr_95_low'], r['ctr_95_high']):>18}{p:>14}")
+  if any(r["verdict"] == TOO_FEW for r in rows):
+    lines.append(f"{TOO_FEW}: a p-value needs at least {MIN_IMPRESSIONS} impressions and "
+                 f"{MIN_CLICKS} clicks in both the variant and the control")
   return "\n".join(lines)
 
 

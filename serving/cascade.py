@@ -32,10 +32,13 @@ from pipeline.data import contract
 from serving.context_store import Catalog, UserStore, merge_history, user_features
 from serving.experiment import SINGLE_VARIANT, Experiment, Variant
 from serving.feedback_log import FeedbackLog, feedback_row
+from serving.issued import IssuedRequests
 from serving.model_client import ModelClient, SignatureInfo
 from serving.models_config import (BANDIT, CROSS_ENCODER, ITEM_TO_ITEM, POPULARITY, RANKER,
                                    RETRIEVAL)
 from serving.protos import recommender_pb2 as pb
+from serving.validation import (CascadeError, require, validate_feedback_fields, validate_k,
+                                validate_query, validate_request_id, validate_user)
 from trainer.ranker.signature import request_inputs, union
 from trainer.retrieval import signature
 from transform import features as F
@@ -43,17 +46,8 @@ from transform import features as F
 log = logging.getLogger(__name__)
 # Lexical matches a search considers (the cross-encoder re-ranks the first of them).
 SEARCH_CANDIDATES = 100
-MAX_K = 50
-MAX_QUERY_CHARS = 256
-MAX_ID_CHARS = 128
-
-
-class CascadeError(Exception):
-  """A request the cascade refuses or cannot answer; `code` is a grpc.StatusCode name."""
-
-  def __init__(self, code: str, message: str):
-    super().__init__(message)
-    self.code = code
+# Events a client may report; impressions are logged by the cascade itself, as it shows them.
+FEEDBACK_EVENTS = tuple(e for e in contract.EVENT_TYPES if e != contract.IMPRESSION)
 
 
 @dataclasses.dataclass(eq=False)
@@ -69,27 +63,10 @@ class Candidate:
   propensity: float = 1.0
 
 
-def _require(condition: bool, message: str) -> None:
-  if not condition:
-    raise CascadeError("INVALID_ARGUMENT", message)
-
-
-def validate_user(user: pb.UserContext, required: bool) -> None:
-  _require(not required or bool(user.user_id.strip()), "user.user_id is required")
-  _require(len(user.user_id) <= MAX_ID_CHARS, f"user.user_id is longer than {MAX_ID_CHARS}")
-  _require(len(user.history) <= F.MAX_HISTORY,
-           f"user.history has more than {F.MAX_HISTORY} items")
-  _require(0 <= user.age <= 130, f"user.age {user.age} is outside 0..130")
-
-
 def logged_user(user_id: str, request_id: str) -> str:
   """The user id written to the feedback log: anonymous traffic gets a per-request id, since
   the raw data contract requires one."""
   return user_id or f"anonymous-{request_id}"
-
-
-def validate_k(k: int) -> None:
-  _require(1 <= k <= MAX_K, f"k must be between 1 and {MAX_K}, got {k}")
 
 
 class Cascade:
@@ -97,13 +74,14 @@ class Cascade:
 
   def __init__(self, client: ModelClient, catalog: Catalog, users: UserStore,
                feedback: FeedbackLog, experiment: Experiment = SINGLE_VARIANT,
-               stage_timeout_s: float = 2.0):
+               stage_timeout_s: float = 2.0, issued: Optional[IssuedRequests] = None):
     self._client = client
     self._catalog = catalog
     self._users = users
     self._feedback = feedback
     self._experiment = experiment
     self._timeout = stage_timeout_s
+    self._issued = issued if issued is not None else IssuedRequests()
 
   def _declared(self, model: str, signature_name: str, label: str) -> SignatureInfo:
     """The pushed model's signature; FAILED_PRECONDITION if it has none of that name."""
@@ -271,6 +249,7 @@ class Cascade:
       rows.append(feedback_row(request_id, logged_user(user_id, request_id), candidate.item_id,
                                contract.IMPRESSION, position, candidate.propensity,
                                variant.name))
+    self._issued.record(rows)
     self._feedback.append(rows)
     return response
 
@@ -278,6 +257,7 @@ class Cascade:
   def recommend(self, request: pb.RecommendRequest) -> pb.RecommendResponse:
     validate_user(request.user, required=True)
     validate_k(request.k)
+    validate_request_id(request.request_id)
     user = request.user
     request_id = request.request_id or uuid.uuid4().hex
     variant = self._experiment.route(user.user_id)
@@ -299,12 +279,11 @@ class Cascade:
                         versions, cold_start)
 
   def search(self, request: pb.SearchRequest) -> pb.RecommendResponse:
+    validate_query(request.query)
     query = request.query.strip()
-    _require(bool(query), "query is empty")
-    _require(len(request.query) <= MAX_QUERY_CHARS,
-             f"query is longer than {MAX_QUERY_CHARS} characters")
     validate_user(request.user, required=False)
     validate_k(request.k)
+    validate_request_id(request.request_id)
     request_id = request.request_id or uuid.uuid4().hex
     user_id = request.user.user_id
     variant = self._experiment.route(user_id or request_id)
@@ -329,22 +308,24 @@ class Cascade:
                         cold_start=bool(user_id) and not self._users.knows(user_id))
 
   def feedback(self, request: pb.FeedbackRequest) -> pb.FeedbackResponse:
-    _require(bool(request.request_id), "request_id is required")
-    _require(bool(request.item_id), "item_id is required")
-    _require(request.event in contract.EVENT_TYPES,
-             f"event {request.event!r} is not one of {list(contract.EVENT_TYPES)}")
-    _require(request.event != "rating" or 1.0 <= request.rating <= 5.0,
-             f"rating {request.rating} is outside 1..5")
-    _require(request.position >= 0, "position must be >= 0")
-    _require(0.0 <= request.propensity <= 1.0, "propensity must be within [0, 1]")
-    _require(request.item_id in self._catalog.items, f"item_id {request.item_id!r} is unknown")
+    """Logs a client's event about an item this server showed; the row's position, propensity,
+    variant and user are the issued request's (a client may echo them, never change them)."""
+    validate_feedback_fields(request)
+    require(request.event in FEEDBACK_EVENTS,
+            f"event {request.event!r} is not one of {list(FEEDBACK_EVENTS)}"
+            + (" (impressions are logged by the server as it shows them)"
+               if request.event == contract.IMPRESSION else ""))
+    require(request.event != "rating" or 1.0 <= request.rating <= 5.0,
+            f"rating {request.rating} is outside 1..5")
+    require(request.item_id in self._catalog.items, f"item_id {request.item_id!r} is unknown")
+    issued, position, propensity = self._issued.check(
+        request.request_id, request.item_id, request.position, request.propensity,
+        request.variant, request.user_id)
     now = int(time.time())
-    row = feedback_row(request.request_id, logged_user(request.user_id, request.request_id),
-                       request.item_id, request.event,
-                       request.position, request.propensity or None, request.variant,
+    row = feedback_row(request.request_id, issued.user_id, request.item_id, request.event,
+                       position, propensity, issued.variant,
                        request.rating if request.event == "rating" else None, now)
     written = self._feedback.append([row])
     if request.event in contract.POSITIVE_EVENT_TYPES and request.user_id:
       self._users.record(request.user_id, request.item_id, now)
     return pb.FeedbackResponse(written=written)
-

@@ -1,30 +1,26 @@
-"""The cascade's gRPC service (serving/protos/recommender.proto) and its HTTP/JSON gateway.
+"""The cascade's gRPC service (serving/protos/recommender.proto); HTTP is `http_gateway.py`.
 
-gRPC: recsys.serving.Recommender/{Recommend, Search, Feedback}. HTTP: POST /v1/recommend,
-/v1/search, /v1/feedback with the same messages as JSON (proto3 JSON mapping; unknown fields
-are rejected). Bad requests get INVALID_ARGUMENT (HTTP 400) naming the field; the server keeps
-serving. Concurrency is bounded (gRPC's maximum_concurrent_rpcs; RESOURCE_EXHAUSTED beyond).
+gRPC: recsys.serving.Recommender/{Recommend, Search, Feedback}. Bad requests get
+INVALID_ARGUMENT naming the field; the server keeps serving. Bounded: a message is at most
+MAX_GRPC_MESSAGE_BYTES (gRPC answers RESOURCE_EXHAUSTED beyond), and at most
+MAX_CONCURRENT_RPCS run at once (RESOURCE_EXHAUSTED beyond). Binds loopback unless told.
 """
 from __future__ import annotations
 
-import http.server
-import json
 import logging
-import threading
 from concurrent import futures
-from typing import Callable, Dict, Tuple
+from typing import Callable, Tuple
 
 import grpc
-from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from serving.cascade import Cascade, CascadeError
-from serving.protos import recommender_pb2 as pb
+from serving import limits
+from serving.bind import LOOPBACK, grpc_address
+from serving.cascade import Cascade
 from serving.protos import recommender_pb2_grpc
+from serving.validation import CascadeError
 
 log = logging.getLogger(__name__)
-HTTP_STATUS = {"INVALID_ARGUMENT": 400, "NOT_FOUND": 404, "UNAVAILABLE": 503,
-               "DEADLINE_EXCEEDED": 504, "INTERNAL": 500}
 
 
 class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
@@ -53,59 +49,13 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
     return self._call(self._cascade.feedback, request, context)
 
 
-def grpc_server(cascade: Cascade, port: int = 0, workers: int = 16,
-                max_concurrent_rpcs: int = 64) -> Tuple[grpc.Server, int]:
+def grpc_server(cascade: Cascade, port: int = 0, host: str = LOOPBACK,
+                workers: int = limits.GRPC_WORKERS,
+                max_concurrent_rpcs: int = limits.MAX_CONCURRENT_RPCS) -> Tuple[grpc.Server, int]:
+  """The (unstarted) server and the port it bound."""
   server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
-                       maximum_concurrent_rpcs=max_concurrent_rpcs)
+                       maximum_concurrent_rpcs=max_concurrent_rpcs,
+                       options=[("grpc.max_receive_message_length",
+                                 limits.MAX_GRPC_MESSAGE_BYTES)])
   recommender_pb2_grpc.add_RecommenderServicer_to_server(RecommenderServicer(cascade), server)
-  return server, server.add_insecure_port(f"[::]:{port}")
-
-
-def _routes(cascade: Cascade) -> Dict[str, Tuple[type, Callable[[Message], Message]]]:
-  return {"/v1/recommend": (pb.RecommendRequest, cascade.recommend),
-          "/v1/search": (pb.SearchRequest, cascade.search),
-          "/v1/feedback": (pb.FeedbackRequest, cascade.feedback)}
-
-
-def http_server(cascade: Cascade, port: int = 0) -> http.server.ThreadingHTTPServer:
-  """The HTTP/JSON gateway (started by the caller in a thread)."""
-  routes = _routes(cascade)
-
-  class Handler(http.server.BaseHTTPRequestHandler):
-    def _reply(self, status: int, body: Dict) -> None:
-      data = json.dumps(body).encode()
-      self.send_response(status)
-      self.send_header("Content-Type", "application/json")
-      self.send_header("Content-Length", str(len(data)))
-      self.end_headers()
-      self.wfile.write(data)
-
-    def do_POST(self):  # pylint: disable=invalid-name
-      if self.path not in routes:
-        return self._reply(404, {"error": f"no route {self.path}; routes: {sorted(routes)}"})
-      message_type, method = routes[self.path]
-      try:
-        length = int(self.headers.get("Content-Length", 0))
-        request = json_format.Parse(self.rfile.read(length) or b"{}", message_type())
-      except (json_format.ParseError, ValueError) as error:
-        return self._reply(400, {"error": f"malformed {message_type.__name__}: {error}"})
-      try:
-        response = method(request)
-      except CascadeError as error:
-        return self._reply(HTTP_STATUS.get(error.code, 500), {"error": str(error)})
-      except Exception as error:  # pylint: disable=broad-except
-        log.exception("unexpected error")
-        return self._reply(500, {"error": f"{type(error).__name__}: {error}"})
-      return self._reply(200, json_format.MessageToDict(response,
-                                                        preserving_proto_field_name=True))
-
-    def log_message(self, format, *args):  # pylint: disable=redefined-builtin
-      log.debug(format, *args)
-
-  return http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-
-
-def serve_http_in_background(server: http.server.ThreadingHTTPServer) -> threading.Thread:
-  thread = threading.Thread(target=server.serve_forever, daemon=True)
-  thread.start()
-  return thread
+  return server, server.add_insecure_port(grpc_address(host, port))

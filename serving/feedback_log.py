@@ -1,60 +1,177 @@
 """The append-only feedback log: impressions and clicks, in the pipeline's raw data format.
 
 Rows are contract interaction rows (JSONL) written under `<data_root>/interactions/`, so the next
-pipeline run ingests them. The file being written ends in `.jsonl.open`, which the readers skip;
-on rotation (size or age) or at the next start after a crash it is renamed to `.jsonl` (a torn
-last line from a crash is dropped first). Every write is flushed and fsynced before it is
-acknowledged.
+pipeline run ingests them. The file being written ends in `.jsonl.open`, which the pipeline's
+readers skip; on rotation (size or age) or at the next start after a crash it is renamed to
+`.jsonl` (a torn last line from a crash is dropped first). Every write is flushed and fsynced
+before it is acknowledged, so every complete line of an open file is acknowledged feedback
+(`acknowledged_rows` reads them, for reports on a running server).
+
+One writer per file: each process holds an exclusive `flock` on its own open file for as long as
+it writes it, and start-up recovery only closes the open files whose lock it can take, i.e.
+those of a writer that is gone. Two servers on one data root each write their own file.
 """
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import os
 import threading
 import time
 import uuid
-from typing import Any, Dict, List, Mapping, Optional
+from typing import IO, Any, Dict, Iterator, List, Mapping, Optional
 
-from pipeline.data import contract
+import tensorflow as tf
+
+from pipeline.data import contract, parsing
 
 OPEN_SUFFIX = ".jsonl.open"
+FEEDBACK_PREFIX = "feedback-"
+log = logging.getLogger(__name__)
 
 
-def _close_file(path: str) -> Optional[str]:
-  """Drops a torn last line, then renames `*.jsonl.open` to `*.jsonl`; returns the new path."""
-  with open(path, "rb+") as f:
-    data = f.read()
-    keep = data.rfind(b"\n") + 1
-    if keep != len(data):
+def _try_lock(f: IO[bytes]) -> bool:
+  """An exclusive lock on the open file, if no other open file description holds one."""
+  try:
+    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return True
+  except BlockingIOError:
+    return False
+
+
+def _hand_over(f: IO[bytes], path: str) -> Optional[str]:
+  """Drops a torn last line, renames `*.jsonl.open` to `*.jsonl` and closes `f` (its lock goes
+  with it, after the rename); returns the new path (None: the file held no complete line)."""
+  try:
+    keep = _complete_length(f)
+    if keep != f.seek(0, os.SEEK_END):
       f.truncate(keep)
-  if keep == 0:
-    os.remove(path)
+    if keep == 0:
+      os.remove(path)
+      return None
+    closed = path[:-len(".open")]
+    os.replace(path, closed)
+    return closed
+  finally:
+    f.close()
+
+
+def _complete_length(f: IO[bytes], chunk: int = 1 << 16) -> int:
+  """Bytes up to and including the last newline, read backwards (files are up to 64 MiB)."""
+  end = f.seek(0, os.SEEK_END)
+  while end > 0:
+    start = max(0, end - chunk)
+    f.seek(start)
+    newline = f.read(end - start).rfind(b"\n")
+    if newline >= 0:
+      return start + newline + 1
+    end = start
+  return 0
+
+
+def _recover(path: str) -> Optional[str]:
+  """Hands over an open file whose writer is gone; leaves a live writer's file alone."""
+  try:
+    f = open(path, "rb+")  # pylint: disable=consider-using-with
+  except FileNotFoundError:  # its writer rotated it meanwhile
     return None
-  closed = path[:-len(".open")]
-  os.replace(path, closed)
-  return closed
+  if not _try_lock(f) or os.fstat(f.fileno()).st_ino != _inode(path):
+    f.close()
+    log.info("feedback file %s has a live writer; left alone", path)
+    return None
+  return _hand_over(f, path)
+
+
+def _inode(path: str) -> int:
+  try:
+    return os.stat(path).st_ino
+  except FileNotFoundError:
+    return -1
+
+
+def open_feedback_files(data_root: str) -> List[str]:
+  """The open (being written) feedback files under a data root."""
+  folder = f"{data_root.rstrip('/')}/{contract.INTERACTIONS}"
+  return sorted(tf.io.gfile.glob(f"{folder}/*{OPEN_SUFFIX}"))
+
+
+def acknowledged_rows(path: str) -> Iterator[Dict[str, Any]]:
+  """The complete lines of an open feedback file, parsed as contract rows (the last line may be
+  a write in progress). If the file was rotated meanwhile, its closed successor is read."""
+  try:
+    with tf.io.gfile.GFile(path, "rb") as f:
+      data = f.read()
+  except tf.errors.NotFoundError:
+    closed = path[:-len(".open")]
+    if not tf.io.gfile.exists(closed):
+      return
+    with tf.io.gfile.GFile(closed, "rb") as f:
+      data = f.read()
+  complete = data[:data.rfind(b"\n") + 1].decode("utf-8")
+  for number, line in enumerate(complete.splitlines(), start=1):
+    if line.strip():
+      yield parsing.parse_row(contract.INTERACTIONS, json.loads(line), f"{path}:{number}")
+
+
+def recent_feedback_rows(data_root: str, max_age_s: float, max_bytes: int
+                         ) -> Iterator[Dict[str, Any]]:
+  """Rows of the newest feedback files (open or closed) written in the last `max_age_s`, at most
+  about `max_bytes` of them, oldest file first: what a restarted server needs to know what it
+  issued, read in bounded time."""
+  folder = os.path.join(data_root, contract.INTERACTIONS)
+  if not os.path.isdir(folder):
+    return
+  since = time.time() - max_age_s
+  paths = [os.path.join(folder, name) for name in os.listdir(folder)
+           if name.startswith(FEEDBACK_PREFIX) and (name.endswith(".jsonl")
+                                                    or name.endswith(OPEN_SUFFIX))]
+  chosen, total = [], 0
+  for path in sorted((p for p in paths if _mtime(p) >= since), key=_mtime, reverse=True):
+    if total >= max_bytes:
+      break
+    chosen.append(path)
+    total += os.path.getsize(path) if os.path.exists(path) else 0
+  for path in reversed(chosen):
+    yield from acknowledged_rows(path)
+
+
+def _mtime(path: str) -> float:
+  try:
+    return os.path.getmtime(path)
+  except FileNotFoundError:
+    return -1.0
 
 
 class FeedbackLog:
-  """Thread-safe, durable appender of contract interaction rows."""
+  """Thread-safe, durable appender of contract interaction rows, one locked file at a time."""
 
   def __init__(self, data_root: str, max_bytes: int = 64 << 20, max_age_s: float = 3600.0):
+    self.data_root = data_root
     self._dir = os.path.join(data_root, contract.INTERACTIONS)
     os.makedirs(self._dir, exist_ok=True)
     self._max_bytes = max_bytes
     self._max_age_s = max_age_s
     self._lock = threading.Lock()
-    self._file = None
+    self._file: Optional[IO[bytes]] = None
     self._path = ""
     self._opened = 0.0
-    self.recovered = [p for p in (_close_file(os.path.join(self._dir, name))
+    self.recovered = [p for p in (_recover(os.path.join(self._dir, name))
                                   for name in sorted(os.listdir(self._dir))
                                   if name.endswith(OPEN_SUFFIX)) if p]
 
+  @property
+  def path(self) -> str:
+    """The file being written ("" before the first row)."""
+    return self._path
+
   def _open(self) -> None:
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    self._path = os.path.join(self._dir, f"feedback-{stamp}-{uuid.uuid4().hex[:8]}{OPEN_SUFFIX}")
-    self._file = open(self._path, "ab")
+    self._path = os.path.join(
+        self._dir, f"{FEEDBACK_PREFIX}{stamp}-{os.getpid()}-{uuid.uuid4().hex[:8]}{OPEN_SUFFIX}")
+    self._file = open(self._path, "xb+")  # pylint: disable=consider-using-with
+    if not _try_lock(self._file):  # a fresh, unique name: nobody else can hold it
+      raise RuntimeError(f"could not lock the new feedback file {self._path}")
     self._opened = time.monotonic()
 
   def _rotate_if_due(self) -> None:
@@ -88,9 +205,8 @@ class FeedbackLog:
   def _close_locked(self) -> Optional[str]:
     if self._file is None:
       return None
-    self._file.close()
-    self._file = None
-    return _close_file(self._path)
+    f, self._file = self._file, None
+    return _hand_over(f, self._path)
 
 
 def feedback_row(request_id: str, user_id: str, item_id: str, event: str, position: int,

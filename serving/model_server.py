@@ -6,7 +6,14 @@ ModelService.GetModelStatus and HandleReloadConfigRequest; it reads the same `mo
 follows new versions without a restart, honours version policies and labels, and batches
 concurrent Predict calls. Not implemented (UNIMPLEMENTED): Classify, Regress, MultiInference,
 the REST API, request logging, monitoring. Clients cannot tell it from stock TF Serving for the
-calls above, which are the only ones the cascade uses.
+calls above, which are the only ones the cascade uses; the errors carry TF Serving's texts.
+
+Like stock TF Serving it links the TF Text ops in (the cross-encoder's tokenizer uses them).
+Unlike it, it binds 127.0.0.1 unless `--host` says otherwise, and HandleReloadConfigRequest is
+refused (PERMISSION_DENIED) unless `--enable_admin_api`: nothing here authenticates a caller.
+Which config wins: as in TF Serving, a config-file poll (`--model_config_file_poll_wait_seconds`
+above 0) re-applies the file, replacing what an admin reload set; with 0 the file is read once
+at start and an admin reload stands until the next one.
 
     python -m serving.model_server --model_config_file outputs/serving/models.config --port 8500
 """
@@ -20,56 +27,35 @@ import sys
 import threading
 import time
 from concurrent import futures
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Sequence
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import grpc  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+import tensorflow_text  # noqa: E402,F401  (registers the TF Text ops, as TF Serving links them)
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,  # noqa: E402
                                      model_management_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 from tensorflow_serving.apis import status_pb2  # noqa: E402
 
-from serving.batching import Batcher, BatchingParameters  # noqa: E402
-from serving.model_manager import LoadedVersion, ModelManager, ServingError  # noqa: E402
+from serving.batching import BatchingParameters, QueueFull  # noqa: E402
+from serving.bind import LOOPBACK, grpc_address  # noqa: E402
+from serving.model_manager import ModelManager, ServingError  # noqa: E402
+from serving.predict_inputs import request_inputs  # noqa: E402
 
 log = logging.getLogger(__name__)
 DEFAULT_SIGNATURE = "serving_default"
+# GetModelStatus reports a failed load with this code (TF Serving: the loader's own status).
+_LOAD_ERROR_CODE = grpc.StatusCode.INTERNAL.value[0]
 
 
 def _abort(context: grpc.ServicerContext, error: ServingError) -> None:
   context.abort(getattr(grpc.StatusCode, error.code), str(error))
 
 
-def _input_specs(entry: LoadedVersion, signature: str) -> Dict[str, tf.TensorSpec]:
-  function = entry.model.signatures[signature]
-  return function.structured_input_signature[1]
-
-
-def request_inputs(request: predict_pb2.PredictRequest, specs: Dict[str, tf.TensorSpec]
-                   ) -> Dict[str, np.ndarray]:
-  """The request's tensors as numpy arrays, checked against the signature's inputs."""
-  unknown = sorted(set(request.inputs) - set(specs))
-  missing = sorted(set(specs) - set(request.inputs))
-  if unknown or missing:
-    raise ServingError("INVALID_ARGUMENT", f"inputs do not match the signature: unknown "
-                                           f"{unknown}, missing {missing}; expected "
-                                           f"{sorted(specs)}")
-  arrays = {}
-  for name, spec in specs.items():
-    proto = request.inputs[name]
-    if proto.dtype != spec.dtype.as_datatype_enum:
-      raise ServingError("INVALID_ARGUMENT", f"input {name!r} has dtype "
-                                             f"{tf.dtypes.as_dtype(proto.dtype).name}, the "
-                                             f"signature expects {spec.dtype.name}")
-    array = tf.make_ndarray(proto)
-    if len(array.shape) != len(spec.shape):
-      raise ServingError("INVALID_ARGUMENT", f"input {name!r} has rank {len(array.shape)}, the "
-                                             f"signature expects shape {spec.shape}")
-    arrays[name] = array
-  return arrays
+def _version(spec) -> Optional[int]:
+  return spec.version.value if spec.HasField("version") else None
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -78,60 +64,45 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
   def __init__(self, manager: ModelManager, batching: Optional[BatchingParameters]):
     self._manager = manager
     self._batching = batching
-    self._batchers: Dict[Tuple[str, int, str], Batcher] = {}
-    self._lock = threading.Lock()
-
-  def _resolve(self, spec) -> LoadedVersion:
-    version = spec.version.value if spec.HasField("version") else None
-    return self._manager.resolve(spec.name, version, spec.version_label)
-
-  def _batcher(self, name: str, entry: LoadedVersion, signature: str) -> Batcher:
-    key = (name, entry.version, signature)
-    with self._lock:
-      if key not in self._batchers:
-        function = entry.model.signatures[signature]
-        run = lambda inputs: {k: v.numpy() for k, v in function(  # noqa: E731
-            **{n: tf.constant(a) for n, a in inputs.items()}).items()}
-        self._batchers[key] = Batcher(run, self._batching)
-      return self._batchers[key]
 
   def Predict(self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
               ) -> predict_pb2.PredictResponse:
+    spec = request.model_spec
     try:
-      entry = self._resolve(request.model_spec)
-      signature = request.model_spec.signature_name or DEFAULT_SIGNATURE
-      if signature not in entry.model.signatures:
-        raise ServingError("INVALID_ARGUMENT", f"model {request.model_spec.name!r} has no "
-                                               f"signature {signature!r} (signatures: "
-                                               f"{sorted(entry.model.signatures)})")
-      inputs = request_inputs(request, _input_specs(entry, signature))
-      remaining = context.time_remaining()
-      deadline = time.monotonic() + (remaining if remaining is not None else 3600.0)
-      if self._batching:
-        outputs = self._batcher(request.model_spec.name, entry, signature).submit(
-            inputs, deadline).result(timeout=max(0.0, deadline - time.monotonic()))
-      else:
-        function = entry.model.signatures[signature]
-        outputs = {k: v.numpy() for k, v in function(
-            **{n: tf.constant(a) for n, a in inputs.items()}).items()}
+      with self._manager.serving(spec.name, _version(spec), spec.version_label) as entry:
+        signature = spec.signature_name or DEFAULT_SIGNATURE
+        if signature not in entry.model.signatures:
+          raise ServingError("INVALID_ARGUMENT", f"Serving signature key {signature[:64]!r} "
+                                                 f"not found (model {spec.name!r} signatures: "
+                                                 f"{sorted(entry.model.signatures)})")
+        inputs = request_inputs(request, entry.input_specs(signature))
+        names = set(entry.model.signatures[signature].structured_outputs)
+        unknown = set(request.output_filter) - names
+        if unknown:
+          raise ServingError("INVALID_ARGUMENT", f"output_filter names unknown outputs "
+                                                 f"{sorted(unknown)[:5]} (outputs: "
+                                                 f"{sorted(names)})")
+        remaining = context.time_remaining()
+        deadline = time.monotonic() + (remaining if remaining is not None else 3600.0)
+        if self._batching:
+          outputs = entry.batcher(signature, self._batching).submit(inputs, deadline).result(
+              timeout=max(0.0, deadline - time.monotonic()))
+        else:
+          outputs = entry.run(signature, inputs)
+        version = entry.version
     except ServingError as error:
       return _abort(context, error)
     except (futures.TimeoutError, TimeoutError) as error:
       return context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(error) or "deadline exceeded")
-    except OverflowError as error:
-      return context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+    except QueueFull as error:
+      return context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
     except (tf.errors.InvalidArgumentError, ValueError) as error:
       return context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error).splitlines()[0])
-    wanted = set(request.output_filter) or set(outputs)
-    unknown = wanted - set(outputs)
-    if unknown:
-      return context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                           f"output_filter names unknown outputs {sorted(unknown)}")
     response = predict_pb2.PredictResponse()
-    response.model_spec.name = request.model_spec.name
-    response.model_spec.version.value = entry.version
+    response.model_spec.name = spec.name
+    response.model_spec.version.value = version
     response.model_spec.signature_name = signature
-    for name in sorted(wanted):
+    for name in sorted(set(request.output_filter) or set(outputs)):
       response.outputs[name].CopyFrom(tf.make_tensor_proto(outputs[name]))
     return response
 
@@ -141,16 +112,18 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     if list(request.metadata_field) != ["signature_def"]:
       return context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                            "metadata_field must be ['signature_def'], as in TF Serving")
+    spec = request.model_spec
     try:
-      entry = self._resolve(request.model_spec)
+      with self._manager.serving(spec.name, _version(spec), spec.version_label) as entry:
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        for name, signature_def in entry.signature_defs.items():
+          signature_map.signature_def[name].CopyFrom(signature_def)
+        version = entry.version
     except ServingError as error:
       return _abort(context, error)
-    signature_map = get_model_metadata_pb2.SignatureDefMap()
-    for name, signature_def in entry.signature_defs.items():
-      signature_map.signature_def[name].CopyFrom(signature_def)
     response = get_model_metadata_pb2.GetModelMetadataResponse()
-    response.model_spec.name = request.model_spec.name
-    response.model_spec.version.value = entry.version
+    response.model_spec.name = spec.name
+    response.model_spec.version.value = version
     response.metadata["signature_def"].Pack(signature_map)
     return response
 
@@ -165,70 +138,99 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-  """GetModelStatus and HandleReloadConfigRequest."""
+  """GetModelStatus, and HandleReloadConfigRequest when the admin API is enabled."""
 
-  def __init__(self, manager: ModelManager):
+  def __init__(self, manager: ModelManager, enable_admin_api: bool):
     self._manager = manager
+    self._admin = enable_admin_api
 
   def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest,
                      context: grpc.ServicerContext) -> get_model_status_pb2.GetModelStatusResponse:
     try:
-      versions = self._manager.status(request.model_spec.name)
+      versions = self._manager.status(request.model_spec.name, _version(request.model_spec))
     except ServingError as error:
       return _abort(context, error)
-    if request.model_spec.HasField("version"):
-      versions = [v for v in versions if v.version == request.model_spec.version.value]
     response = get_model_status_pb2.GetModelStatusResponse()
     for entry in versions:
       status = response.model_version_status.add(version=entry.version, state=entry.state)
       if entry.error:
-        status.status.CopyFrom(status_pb2.StatusProto(error_code=13, error_message=entry.error))
+        status.status.CopyFrom(status_pb2.StatusProto(error_code=_LOAD_ERROR_CODE,
+                                                      error_message=entry.error))
     return response
 
   def HandleReloadConfigRequest(self, request: model_management_pb2.ReloadConfigRequest,
                                 context: grpc.ServicerContext
                                 ) -> model_management_pb2.ReloadConfigResponse:
-    self._manager.reload_config(request.config)
-    self._manager.poll()
-    return model_management_pb2.ReloadConfigResponse()
+    if not self._admin:
+      return context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                           "HandleReloadConfigRequest is disabled on this server: start it "
+                           "with --enable_admin_api to reconfigure it over gRPC")
+    try:
+      self._manager.apply(request.config)
+    except ServingError as error:
+      return _abort(context, error)
+    log.info("config reloaded over the admin API: %s",
+             [c.name for c in request.config.model_config_list.config])
+    return model_management_pb2.ReloadConfigResponse(status=status_pb2.StatusProto())
 
 
 class ModelServer:
-  """The gRPC server plus the thread that follows models.config and new versions."""
+  """The gRPC server plus the thread that follows models.config and new versions.
+
+  `poll_seconds` is TF Serving's --file_system_poll_wait_seconds (new versions);
+  `config_poll_seconds` its --model_config_file_poll_wait_seconds (the file itself; 0 = read
+  once), here by default the same interval, since the pipeline adds models to the file."""
 
   def __init__(self, config_path: str, port: int = 0, poll_seconds: float = 2.0,
                batching: Optional[BatchingParameters] = BatchingParameters(),
-               max_concurrent_rpcs: int = 256, workers: int = 16):
-    self.manager = ModelManager(config_path)
-    self.manager.reload_config()
-    self.manager.poll()
-    self.predictions = PredictionServicer(self.manager, batching)
+               max_concurrent_rpcs: int = 256, workers: int = 16, host: str = LOOPBACK,
+               config_poll_seconds: Optional[float] = None, enable_admin_api: bool = False,
+               allowed_base_paths: Sequence[str] = (),
+               allow_version_labels_for_unavailable_models: bool = False):
+    self.manager = ModelManager(config_path, allowed_base_paths,
+                                allow_version_labels_for_unavailable_models,
+                                retry_base_s=max(poll_seconds, 0.1))
+    self.manager.apply(self.manager.read_config_file())
     self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
                                maximum_concurrent_rpcs=max_concurrent_rpcs)
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(self.predictions,
-                                                                        self._server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self.manager),
-                                                              self._server)
-    self.port = self._server.add_insecure_port(f"[::]:{port}")
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionServicer(self.manager, batching), self._server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+        ModelServicer(self.manager, enable_admin_api), self._server)
+    self.host = host
+    self.port = self._server.add_insecure_port(grpc_address(host, port))
     self._poll_seconds = poll_seconds
+    self._config_poll_seconds = poll_seconds if config_poll_seconds is None else (
+        config_poll_seconds)
     self._stopped = threading.Event()
+    self._follower = threading.Thread(target=self._follow, name="model-server-poll",
+                                      daemon=True)
 
   def _follow(self) -> None:
+    config_due = time.monotonic() + self._config_poll_seconds
     while not self._stopped.wait(self._poll_seconds):
       try:
-        self.manager.reload_config()
-        self.manager.poll()
+        if self._config_poll_seconds > 0 and time.monotonic() >= config_due:
+          config_due = time.monotonic() + self._config_poll_seconds
+          self.manager.apply(self.manager.read_config_file())
+        else:
+          self.manager.poll()
+      except ServingError as error:  # a config refused: what is loaded keeps serving
+        log.error("%s not applied (%s): %s", self.manager.config_path, error.code, error)
       except Exception:  # pylint: disable=broad-except
-        log.exception("polling models.config failed; serving what is loaded")
+        log.exception("polling %s failed; serving what is loaded", self.manager.config_path)
 
   def start(self) -> "ModelServer":
     self._server.start()
-    threading.Thread(target=self._follow, daemon=True).start()
+    self._follower.start()
     return self
 
   def stop(self, grace: float = 1.0) -> None:
     self._stopped.set()
     self._server.stop(grace).wait()
+    if self._follower.is_alive():
+      self._follower.join()
+    self.manager.unload_all()
 
 
 def run_until_interrupted(stop) -> None:
@@ -241,13 +243,33 @@ def run_until_interrupted(stop) -> None:
     stop()
 
 
+def add_model_server_flags(parser: argparse.ArgumentParser) -> None:
+  """The flags shared with serving.serve, which starts this server too (TF Serving's names)."""
+  parser.add_argument("--file_system_poll_wait_seconds", type=float, default=2.0)
+  parser.add_argument("--model_config_file_poll_wait_seconds", type=float, default=None,
+                      help="re-read models.config this often (0: once, at start; default: as "
+                           "--file_system_poll_wait_seconds); a re-read replaces what an admin "
+                           "HandleReloadConfigRequest set, as in TF Serving")
+  parser.add_argument("--allow_version_labels_for_unavailable_models", action="store_true",
+                      help="let a new label name a version that is not loaded (TF Serving's "
+                           "flag)")
+  parser.add_argument("--allowed_base_paths", nargs="*", default=[],
+                      help="roots besides the config file's folder that base_path may name")
+
+
 def main(argv: List[str]) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--model_config_file", required=True)
   parser.add_argument("--port", type=int, default=8500)
-  parser.add_argument("--file_system_poll_wait_seconds", type=float, default=2.0)
-  parser.add_argument("--max_batch_size", type=int, default=64)
+  parser.add_argument("--host", default=LOOPBACK,
+                      help="address to bind (0.0.0.0: all interfaces, as stock TF Serving)")
+  add_model_server_flags(parser)
+  parser.add_argument("--enable_admin_api", action="store_true",
+                      help="accept HandleReloadConfigRequest (unauthenticated: anyone who can "
+                           "reach the port can then change what is served)")
+  parser.add_argument("--max_batch_size", type=int, default=BatchingParameters.max_batch_size,
+                      help="rows per Predict and per batch; a larger Predict is refused")
   parser.add_argument("--batch_timeout_micros", type=int, default=2000)
   parser.add_argument("--enable_batching", action=argparse.BooleanOptionalAction, default=True)
   parser.add_argument("--batching_parameters_file", default=None,
@@ -260,8 +282,14 @@ def main(argv: List[str]) -> int:
     with open(args.batching_parameters_file) as f:
       batching = BatchingParameters.from_text(f.read())
   server = ModelServer(args.model_config_file, args.port, args.file_system_poll_wait_seconds,
-                       batching if args.enable_batching else None).start()
-  log.info("model server on port %d serving %s", server.port, args.model_config_file)
+                       batching if args.enable_batching else None, host=args.host,
+                       config_poll_seconds=args.model_config_file_poll_wait_seconds,
+                       enable_admin_api=args.enable_admin_api,
+                       allowed_base_paths=args.allowed_base_paths,
+                       allow_version_labels_for_unavailable_models=(
+                           args.allow_version_labels_for_unavailable_models)).start()
+  log.info("model server on %s serving %s", grpc_address(server.host, server.port),
+           args.model_config_file)
   run_until_interrupted(server.stop)
   return 0
 

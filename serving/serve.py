@@ -5,11 +5,14 @@
 
 Starts the local model server on the run's serving root (unless --model_server names a running
 TF Serving), then the cascade on --port (gRPC) and --http_port, writing feedback under the data
-root's interactions/ so the next pipeline run learns from it.
+root's interactions/ so the next pipeline run learns from it. Everything binds 127.0.0.1 unless
+--host says otherwise (the local model server always does: the cascade is its client). Once
+serving, it prints one line, `serving: {...}`, with the addresses (JSON).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -17,13 +20,18 @@ from typing import List, Optional
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+from serving import limits  # noqa: E402
+from serving.bind import LOOPBACK, grpc_address  # noqa: E402
 from serving.cascade import Cascade  # noqa: E402
-from serving.cascade_server import grpc_server, http_server, serve_http_in_background  # noqa: E402
+from serving.cascade_server import grpc_server  # noqa: E402
 from serving.context_store import Catalog, UserStore  # noqa: E402
 from serving.experiment import SINGLE_VARIANT, Experiment  # noqa: E402
-from serving.feedback_log import FeedbackLog  # noqa: E402
+from serving.feedback_log import FeedbackLog, recent_feedback_rows  # noqa: E402
+from serving.http_gateway import HttpGateway  # noqa: E402
+from serving.issued import rebuilt  # noqa: E402
 from serving.model_client import ModelClient  # noqa: E402
-from serving.model_server import ModelServer, run_until_interrupted  # noqa: E402
+from serving.model_server import (ModelServer, add_model_server_flags,  # noqa: E402
+                                  run_until_interrupted)
 from serving.models_config import models_config_path  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -33,31 +41,45 @@ DEFAULT_OUTPUTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(_
 
 
 class LocalStack:
-  """Model server (optional) + cascade gRPC + HTTP, started and stopped together."""
+  """Model server (optional) + cascade gRPC + HTTP, started and stopped together.
+
+  `model_server_options` are ModelServer's keyword arguments (labels, config polling, roots)."""
 
   def __init__(self, data_root: str, serving_root: Optional[str] = None,
                model_server: Optional[str] = None, experiment: Experiment = SINGLE_VARIANT,
-               port: int = 0, http_port: int = 0, poll_seconds: float = 2.0):
+               port: int = 0, http_port: int = 0, poll_seconds: float = 2.0,
+               host: str = LOOPBACK, model_server_port: int = 0,
+               header_timeout_s: float = limits.HEADER_TIMEOUT_S,
+               model_server_options: Optional[dict] = None):
     self.model_server = None
     if model_server is None:
-      self.model_server = ModelServer(models_config_path(serving_root),
-                                      poll_seconds=poll_seconds).start()
-      model_server = f"localhost:{self.model_server.port}"
+      self.model_server = ModelServer(models_config_path(serving_root), model_server_port,
+                                      poll_seconds, **(model_server_options or {})).start()
+      model_server = grpc_address(self.model_server.host, self.model_server.port)
+    self.model_server_address = model_server
     self.feedback = FeedbackLog(data_root)
+    issued = rebuilt(recent_feedback_rows(data_root, limits.ISSUED_MAX_AGE_S,
+                                          limits.ISSUED_REBUILD_BYTES))
     self.client = ModelClient(model_server)
     self.cascade = Cascade(self.client, Catalog(data_root), UserStore(data_root), self.feedback,
-                           experiment)
-    self._grpc, self.port = grpc_server(self.cascade, port)
-    self._http = http_server(self.cascade, http_port)
-    self.http_port = self._http.server_address[1]
+                           experiment, issued=issued)
+    self._grpc, self.port = grpc_server(self.cascade, port, host)
+    self.host = host
+    self._http = HttpGateway(self.cascade, host, http_port, header_timeout_s)
+    self.http_port = self._http.port
 
   def start(self) -> "LocalStack":
     self._grpc.start()
-    serve_http_in_background(self._http)
+    self._http.start()
     return self
 
+  def addresses(self) -> dict:
+    return {"cascade_grpc": grpc_address(self.host, self.port),
+            "http": f"http://{grpc_address(self.host, self.http_port)}",
+            "model_server": self.model_server_address}
+
   def stop(self) -> None:
-    self._http.shutdown()
+    self._http.stop()
     self._grpc.stop(1.0).wait()
     self.client.close()
     self.feedback.close()
@@ -73,19 +95,32 @@ def main(argv: List[str]) -> int:
   parser.add_argument("--serving_root", default=os.path.join(DEFAULT_OUTPUTS, "serving"))
   parser.add_argument("--model_server", default=None,
                       help="host:port of a running TF Serving; default: start the local one")
+  parser.add_argument("--model_server_port", type=int, default=0,
+                      help="port of the local model server (0: any free one; printed)")
   parser.add_argument("--experiment", default=None, help="A/B experiment config (JSON file)")
+  parser.add_argument("--host", default=LOOPBACK,
+                      help="address the cascade's gRPC and HTTP bind (0.0.0.0: every interface; "
+                           "nothing authenticates callers)")
   parser.add_argument("--port", type=int, default=50051)
   parser.add_argument("--http_port", type=int, default=8080)
+  parser.add_argument("--http_header_timeout_s", type=float, default=limits.HEADER_TIMEOUT_S,
+                      help="a request head must arrive within this (and an idle keep-alive "
+                           "connection is closed after it)")
+  add_model_server_flags(parser)
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
   experiment = SINGLE_VARIANT
   if args.experiment:
     with open(args.experiment) as f:
       experiment = Experiment.from_json(f.read())
+  options = dict(config_poll_seconds=args.model_config_file_poll_wait_seconds,
+                 allowed_base_paths=args.allowed_base_paths,
+                 allow_version_labels_for_unavailable_models=(
+                     args.allow_version_labels_for_unavailable_models))
   stack = LocalStack(args.data_root, args.serving_root, args.model_server, experiment, args.port,
-                     args.http_port).start()
-  print(f"cascade gRPC on :{stack.port}, HTTP on http://127.0.0.1:{stack.http_port}/v1/recommend",
-        flush=True)
+                     args.http_port, args.file_system_poll_wait_seconds, args.host,
+                     args.model_server_port, args.http_header_timeout_s, options).start()
+  print(f"serving: {json.dumps(stack.addresses())}", flush=True)
   run_until_interrupted(stack.stop)
   return 0
 

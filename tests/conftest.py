@@ -53,3 +53,14 @@ def first_run(tmp_path_factory, slice_root):
   with open(lines[-1]) as f:
     summary = json.load(f)
   return config, code, lines, summary
+
+
+@pytest.fixture(scope="session")
+def serving_stack(first_run, slice_root, tmp_path_factory):
+  """The run's pushed model (two versions, labelled as README's A/B setup says) and a small
+  cross-encoder, served by `python -m serving.serve` in its own process (tests/serving_stack.py);
+  the serving end-to-end and fuzz tests share it."""
+  from tests.serving_stack import launch  # pylint: disable=import-outside-toplevel
+  stack = launch(first_run[3], slice_root, str(tmp_path_factory.mktemp("serving")))
+  yield stack
+  stack.process.stop()

@@ -104,7 +104,8 @@ def test_second_model_adds_an_entry(model_uri: str, tmp_path: pathlib.Path):
   _push(model_uri, tmp_path / "work", serving_root, "ranking")
 
   config = models_config.read_models_config(str(serving_root / models_config.MODELS_CONFIG))
-  assert [entry.name for entry in config.model_config_list.config] == ["ranking", "retrieval"]
+  # The existing entry stays where it was; the new one is added after it.
+  assert [entry.name for entry in config.model_config_list.config] == ["retrieval", "ranking"]
   assert _entries(serving_root) == {
       "ranking": str(serving_root / "ranking"),
       "retrieval": str(serving_root / "retrieval"),
@@ -199,3 +200,37 @@ def test_pushing_the_same_model_again_reuses_its_version(model_uri: str, tmp_pat
           == first.get_string_custom_property("pushed_version"))
   versions = [p.name for p in (serving_root / "retrieval").iterdir() if p.name.isdigit()]
   assert len(versions) == 1
+
+
+def test_a_push_keeps_what_an_operator_set_in_models_config(model_uri: str,
+                                                            tmp_path: pathlib.Path):
+  """Issue 9 #2: labels, version policies and other fields survive every push; a push only
+  adds models and fixes base paths (here after the root was moved)."""
+  serving_root = tmp_path / "serving"
+  first = _push(model_uri, tmp_path / "first", serving_root, "retrieval")
+  version = int(first.get_string_custom_property("pushed_version"))
+  path = str(serving_root / models_config.MODELS_CONFIG)
+  models_config.label_versions(path, "retrieval", {"stable": version})
+  config = models_config.read_models_config(path)
+  config.model_config_list.config[0].logging_config.sampling_config.sampling_rate = 0.5
+  config.model_config_list.config.add(name="external", base_path="/models/external",
+                                      model_platform="tensorflow")
+  models_config.write_models_config(config, path)
+  before = models_config.read_models_config(path)
+
+  _push(model_uri, tmp_path / "second", serving_root, "ranking")
+  moved = tmp_path / "moved"
+  serving_root.rename(moved)
+  serving_pusher.refresh_models_config(str(moved))
+
+  after = models_config.read_models_config(str(moved / models_config.MODELS_CONFIG))
+  entries = {entry.name: entry for entry in after.model_config_list.config}
+  assert sorted(entries) == ["external", "ranking", "retrieval"]
+  retrieval = entries["retrieval"]
+  assert retrieval.base_path == str(moved / "retrieval")
+  retrieval.base_path = before.model_config_list.config[0].base_path
+  assert retrieval == before.model_config_list.config[0]  # labels, policy, logging: all kept
+  assert dict(retrieval.version_labels) == {"stable": version}
+  assert list(retrieval.model_version_policy.specific.versions) == [version]
+  assert entries["external"] == before.model_config_list.config[1]
+  assert entries["ranking"].model_version_policy.latest.num_versions == 1

@@ -7,8 +7,9 @@ Every model is pushed by the stock TFX Pusher into its own folder of one serving
 
 TF Serving started with `--model_config_file=<serving_root>/models.config` serves every model the
 file names, but the stock Pusher only copies the SavedModel. After a real push this executor
-rescans the root and rewrites `models.config`, so a newly added model is served without anyone
-editing the file by hand.
+rescans the root and updates `models.config`, so a newly added model is served without anyone
+editing the file by hand; what an operator set there (version policies, labels for an A/B test,
+any other field) is kept: a push only adds models and fixes base paths.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from tfx.types import standard_component_specs
 from tfx.utils import proto_utils
 
 from serving.models_config import (ModelServerConfig, available_versions, models_config_path,
-                                   write_models_config)
+                                   read_models_config, with_models, write_models_config)
 
 # The stock executor marks its PushedModel output with this int custom property: 1 when it
 # copied (or had already copied) the model, 0 when the blessing check refused the push.
@@ -42,19 +43,17 @@ def _absolute(path: str) -> str:
 
 
 def refresh_models_config(serving_root: str) -> str:
-  """Rewrites `<serving_root>/models.config` to name every servable model folder; returns its
-  path."""
+  """Updates `<serving_root>/models.config` so it names every servable model folder, keeping
+  what is already there; returns its path."""
   root = _absolute(serving_root).rstrip("/")
-  config = ModelServerConfig()
+  model_dirs = {}
   for name in sorted(child.rstrip("/") for child in tf.io.gfile.listdir(root)):
     model_dir = os.path.join(root, name)
-    if not tf.io.gfile.isdir(model_dir) or not available_versions(model_dir):
-      continue
-    entry = config.model_config_list.config.add(
-        name=name, base_path=model_dir, model_platform="tensorflow")
-    entry.model_version_policy.latest.num_versions = 1
+    if tf.io.gfile.isdir(model_dir) and available_versions(model_dir):
+      model_dirs[name] = model_dir
   path = models_config_path(root)
-  write_models_config(config, path)
+  existing = read_models_config(path) if tf.io.gfile.exists(path) else ModelServerConfig()
+  write_models_config(with_models(existing, model_dirs), path)
   return path
 
 
