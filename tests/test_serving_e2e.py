@@ -112,21 +112,17 @@ def test_every_pushed_model_is_available_through_the_official_stubs(serving_stac
 
 
 def test_recommend_answers_with_per_stage_scores_and_logs_impressions(serving_stack):
-  stack = serving_stack
-  for _ in range(3):  # the first call traces the cross-encoder and may pass its stage timeout
-    response = _recommend(stack, "1", k=10)
-    if "cross_encoder" in response.stages:
-      break
-  assert list(response.stages) == ["retrieval", "cross_encoder"], response.stages
+  # This stack serves the retrieval model alone for recommendations (the ranking stage's
+  # models are served in tests/test_ranker.py); the cross-encoder re-ranks search only.
+  response = _recommend(serving_stack, "1", k=10)
+  assert list(response.stages) == ["retrieval"], response.stages
   assert len(response.items) == 10 and not response.cold_start
-  assert response.variant == _experiment(stack).route("1").name
+  assert response.variant == _experiment(serving_stack).route("1").name
   assert [i.position for i in response.items] == list(range(1, 11))
-  assert all(i.propensity == 1.0 and i.title for i in response.items)
-  head, tail = response.items[:RERANK_DEPTH], response.items[RERANK_DEPTH:]
-  assert all(i.reranked for i in head) and not any(i.reranked for i in tail)
-  assert [i.cross_encoder_score for i in head] == sorted(
-      (i.cross_encoder_score for i in head), reverse=True)
-  history = set(UserStore(stack.data_root).history("1"))
+  assert all(i.propensity == 1.0 and i.title and not i.reranked for i in response.items)
+  scores = [i.retrieval_score for i in response.items]
+  assert scores == sorted(scores, reverse=True)
+  history = set(UserStore(serving_stack.data_root).history("1"))
   assert history and not history & {i.item_id for i in response.items}
 
 
@@ -159,10 +155,18 @@ def test_the_readme_ab_setup_routes_each_variant_to_its_label(serving_stack):
   assert served() == {name: {version} for name, version in expected.items()}
 
 
-def test_search_finds_by_title(serving_stack):
+def test_search_finds_by_title_and_the_cross_encoder_reranks_it(serving_stack):
   stub = _recommender(serving_stack)
-  response = stub.Search(pb.SearchRequest(query="Star Wars", k=RERANK_DEPTH), timeout=60)
+  for _ in range(3):  # the first call traces the cross-encoder and may pass its stage timeout
+    response = stub.Search(pb.SearchRequest(query="Star Wars", k=RERANK_DEPTH + 5), timeout=60)
+    if "cross_encoder" in response.stages:
+      break
+  assert list(response.stages) == ["lexical", "cross_encoder"], response.stages
   assert "Star Wars" in [item.title for item in response.items]
+  head, tail = response.items[:RERANK_DEPTH], response.items[RERANK_DEPTH:]
+  assert all(i.reranked for i in head) and not any(i.reranked for i in tail)
+  assert [i.cross_encoder_score for i in head] == sorted(
+      (i.cross_encoder_score for i in head), reverse=True)
   personal = stub.Search(pb.SearchRequest(query="star", user=pb.UserContext(user_id="1"), k=3),
                          timeout=60)
   assert "retrieval" in personal.stages
