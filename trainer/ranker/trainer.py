@@ -1,12 +1,11 @@
 """Trains the ranking stage's scorers on the mined candidate lists, with early stopping on the
-validation lists' MAP, and exports the ranker.
+validation lists' loss, and exports the ranker.
 
 The default trains three DCNs (different seeds) and a linear scorer and averages their per-list
-standardised logits, leaving out a member only when the validation lists say the average is
-better without it (backward elimination). On MovieLens-100K (benchmarks/movielens_protocol.py,
-inner validation) one DCN and the linear model were level and their average beat both (their
-errors are partly seed noise); on a small or different log a weak member is left out rather
-than averaged in. `RankerSettings.scorers` names the candidates.
+standardised logits. On MovieLens-100K (benchmarks/movielens_protocol.py, inner validation)
+one DCN and the linear model were level and their average beat both (their errors are partly
+seed noise); a member far below the others on validation (an undertrained one, on a small
+log) is left out rather than averaged in. `RankerSettings.scorers` names the members.
 """
 from __future__ import annotations
 
@@ -25,9 +24,10 @@ from trainer.ranker.features import RankingFeatures
 from trainer.ranker.lists import FEATURES, MASK, list_dataset
 from trainer.ranker.metrics import hit_metrics, mean_metrics
 from trainer.ranker.model import (DCN, LINEAR, LISTWISE, build_scorer, ensemble_logits,
-                                  list_logits, loss, moments, standardised_per_list)
+                                  list_logits, loss, moments)
 
-MONITOR = "map"
+MONITOR = "validation_loss"
+MEMBER_FLOOR = 0.9
 TRAINING_RECORD = "ranker_training.json"
 
 
@@ -70,51 +70,39 @@ def _batches(files: Sequence[str], n_features: int, settings: RankerSettings,
   return dataset.padded_batch(settings.lists_per_batch).prefetch(tf.data.AUTOTUNE)
 
 
-def _ordered_metrics(logits: Sequence[np.ndarray], batches: tf.data.Dataset
-                     ) -> Dict[str, float]:
-  """The lists' metrics when each batch's lists are ordered by the given logits [B, C]."""
+def list_metrics(scorers: Sequence[tf.keras.Model], batches: tf.data.Dataset
+                 ) -> Dict[str, float]:
+  """The lists' metrics (MAP, NDCG@10, ...) when each is ordered by the scorers' ensemble."""
   values = []
-  for batch_logits, (inputs, labels, relevant) in zip(logits, batches):
+  for inputs, labels, relevant in batches:
+    logits = ensemble_logits(scorers, inputs[FEATURES], inputs[MASK]).numpy()
     for row, mask in enumerate(inputs[MASK].numpy()):
-      order = np.argsort(-batch_logits[row][mask], kind="stable")
+      order = np.argsort(-logits[row][mask], kind="stable")
       values.append(hit_metrics(labels.numpy()[row][mask][order], int(relevant[row])))
   return mean_metrics(values)
 
 
-def list_metrics(scorers: Sequence[tf.keras.Model], batches: tf.data.Dataset
-                 ) -> Dict[str, float]:
-  """The lists' metrics (MAP, NDCG@10, ...) when each is ordered by the scorers' ensemble."""
-  return _ordered_metrics([ensemble_logits(scorers, inputs[FEATURES], inputs[MASK]).numpy()
-                           for inputs, _, _ in batches], batches)
+def validation_loss(scorer: tf.keras.Model, kind: str, batches: tf.data.Dataset) -> float:
+  """The training objective on the validation lists: a far steadier early-stopping signal
+  than their MAP, which moves by +-0.002 from epoch to epoch on a few hundred lists."""
+  values = [float(loss(kind, labels, list_logits(scorer, inputs[FEATURES], inputs[MASK]),
+                       inputs[MASK])) for inputs, labels, _ in batches]
+  return float(np.mean(values)) if values else 0.0
 
 
-def select_ensemble(scorers: Sequence[tf.keras.Model], validation: tf.data.Dataset
-                    ) -> Tuple[List[int], float]:
-  """Backward elimination on validation MAP, from the average of all scorers: while leaving
-  one out raises it, the one whose removal raises it most goes. (members, validation MAP)."""
-  standardised = [[standardised_per_list(list_logits(s, inputs[FEATURES], inputs[MASK]),
-                                         inputs[MASK]).numpy()
-                   for inputs, _, _ in validation] for s in scorers]
-
-  def score(members: Sequence[int]) -> float:
-    average = [sum(standardised[m][b] for m in members) / len(members)
-               for b in range(len(standardised[0]))]
-    return _ordered_metrics(average, validation)[MONITOR]
-
-  members = list(range(len(scorers)))
-  best = score(members)
-  while len(members) > 1:
-    value, dropped = max((score([m for m in members if m != d]), d) for d in members)
-    if value <= best:
-      break
-    members, best = [m for m in members if m != dropped], value
-  return members, best
+def ensemble_members(best_maps: Sequence[float]) -> List[int]:
+  """The scorers averaged: all but those whose validation MAP is below MEMBER_FLOOR of the
+  best one's (an undertrained or diverged member, as a linear scorer on a small log can be).
+  Choosing among comparable members by validation MAP would fit its noise."""
+  best = max(best_maps)
+  return [i for i, value in enumerate(best_maps) if value >= MEMBER_FLOOR * best]
 
 
 def train_scorer(kind: str, seed: int, settings: RankerSettings, train: tf.data.Dataset,
                  validation: tf.data.Dataset, feature_moments: Dict[str, np.ndarray]
                  ) -> Tuple[tf.keras.Model, List[Dict[str, float]]]:
-  """One scorer, AdamW, early-stopped on validation MAP (the best epoch's weights kept)."""
+  """One scorer, AdamW, early-stopped on the validation loss (the best epoch's weights
+  kept)."""
   tf.keras.utils.set_random_seed(seed)
   scorer = build_scorer(kind, feature_moments["mean"], feature_moments["std"], settings.width,
                         settings.cross_layers, settings.dropout)
@@ -134,14 +122,15 @@ def train_scorer(kind: str, seed: int, settings: RankerSettings, train: tf.data.
     return value
 
   curve: List[Dict[str, float]] = []
-  best, best_weights, waited = -1.0, scorer.get_weights(), 0
+  best, best_weights, waited = np.inf, scorer.get_weights(), 0
   for epoch in range(settings.max_epochs):
     losses = [float(step(inputs[FEATURES], inputs[MASK], labels))
               for inputs, labels, _ in train]
-    metrics = dict(list_metrics([scorer], validation), loss=float(np.mean(losses)))
+    metrics = dict(list_metrics([scorer], validation), loss=float(np.mean(losses)),
+                   validation_loss=validation_loss(scorer, settings.loss, validation))
     curve.append(metrics)
     logging.info("ranker %s seed %d epoch %d: %s", kind, seed, epoch + 1, metrics)
-    if metrics[MONITOR] > best:
+    if metrics[MONITOR] < best:
       best, best_weights, waited = metrics[MONITOR], scorer.get_weights(), 0
     else:
       waited += 1
@@ -167,8 +156,8 @@ def train_and_export(settings: RankerSettings, train_files: Sequence[str],
                                  feature_moments)
     scorers.append(scorer)
     curves.append({"scorer": kind, "seed": settings.seed + member, "epochs": curve,
-                   "best_validation": max(curve, key=lambda m: m[MONITOR])})
-  members, _ = select_ensemble(scorers, validation)
+                   "best_validation": min(curve, key=lambda m: m[MONITOR])})
+  members = ensemble_members([c["best_validation"]["map"] for c in curves])
   ensemble = [scorers[m] for m in members]
   module = RankerModule(features, ensemble)
   export_ranker(module, export_dir)
