@@ -65,7 +65,7 @@ def test_run_trains_evaluates_blesses_and_pushes_the_cross_encoder(cross_encoder
   assert stage["blessed"] is True, stage["evaluation"]["reasons"]
   assert os.path.dirname(stage["pushed_to"]) == os.path.join(config.serving_root, CROSS_ENCODER)
   models = read_models_config(os.path.join(config.serving_root, "models.config"))
-  assert [m.name for m in models.model_config_list.config] == [CROSS_ENCODER, RETRIEVAL]
+  assert sorted(m.name for m in models.model_config_list.config) == sorted([CROSS_ENCODER, RETRIEVAL])
   assert os.path.dirname(summary["pushed_to"]).endswith(RETRIEVAL)
   text = run_report.report(dict(summary, summary_path="summary.json"))
   assert ("Cross-encoder evaluation (cross_encoder):" in text
