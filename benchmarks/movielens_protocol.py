@@ -16,8 +16,8 @@ printed beside.
 
     python -m benchmarks.movielens_protocol [--seeds 42,7,123] [--demo] [--output_root DIR]
 
-`--demo` runs the MovieLens demo's configuration instead (the cross-encoder and the bandit
-stage on, as scripts/run_pipeline.sh does).
+`--demo` runs the MovieLens demo's configuration instead (the bandit stage on, as
+scripts/run_pipeline.sh does).
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from pipeline.config import CrossEncoderStage, PipelineConfig, RankingStage  # noqa: E402
+from pipeline.config import PipelineConfig, RankingStage  # noqa: E402
 from pipeline.data import contract, parsing  # noqa: E402
 from pipeline.data.movielens import convert_movielens_100k  # noqa: E402
 from pipeline.data.parsing import read_table  # noqa: E402
@@ -155,8 +155,7 @@ def pipeline_config(data_root: str, output_root: str, seed: int, demo: bool) -> 
                           retrieval_training={"seed": seed},
                           ranking=RankingStage(seed=seed, training={"seed": seed}),
                           enable_cache=False)
-  if demo:
-    config.cross_encoder, config.bandit = CrossEncoderStage(seed=seed), True
+  config.bandit = demo
   return config
 
 
@@ -166,7 +165,7 @@ def main(argv: List[str]) -> int:
   parser.add_argument("--output_root", default=None)
   parser.add_argument("--seeds", default="42,7,123", help="training seeds, one run each")
   parser.add_argument("--demo", action="store_true",
-                      help="the MovieLens demo's stages (cross-encoder and bandit on)")
+                      help="the MovieLens demo's stages (the bandit on)")
   args = parser.parse_args(argv)
   work = args.output_root or tempfile.mkdtemp(prefix="movielens_protocol_")
   full_root = os.path.join(work, "movielens-100k")
@@ -211,7 +210,7 @@ def main(argv: List[str]) -> int:
       "protocol": "recommenders python_stratified_split 75/25, seed 42; top-10, training items "
                   "removed; scored through the served stack",
       "test_users": len(users), "train_rows": len(train), "test_rows": len(test),
-      "configuration": "MovieLens demo (cross-encoder, bandit)" if args.demo else "defaults",
+      "configuration": "MovieLens demo (bandit)" if args.demo else "defaults",
       "baselines": baselines, "published": PUBLISHED, "runs": runs,
       "mean_and_spread": {name: spread([s[name] for s in served]) for name in
                           (served[0] if served else {})},

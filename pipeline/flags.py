@@ -15,10 +15,12 @@ from pipeline.config import CrossEncoderStage, PipelineConfig, RankingStage
 from transform.features import EVAL_SPLITS, HISTORY_SCOPES, PAIRED_EVAL_SPLIT
 
 
-def _stage_switch(parser: argparse.ArgumentParser, stage: str, what: str) -> None:
-  """--STAGE / --no_STAGE; neither leaves the default (on for the MovieLens demo)."""
+def _stage_switch(parser: argparse.ArgumentParser, stage: str, what: str, in_demo: bool) -> None:
+  """--STAGE / --no_STAGE; neither leaves the default (on with --movielens where `in_demo`,
+  else off)."""
+  default = "on with --movielens, else off" if in_demo else "off"
   parser.add_argument(f"--{stage}", dest=stage, action="store_const", const=True, default=None,
-                      help=f"add {what} (default: on with --movielens)")
+                      help=f"add {what} (default: {default})")
   parser.add_argument(f"--no_{stage}", dest=stage, action="store_const", const=False,
                       help=f"leave {what} out, also with --movielens")
 
@@ -71,7 +73,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--item_to_item_settings", type=json.loads, default={},
                       help="item-to-item source settings as JSON (trainer/item_to_item/"
                            "model.py ItemToItemSettings), e.g. '{\"ease_lambda\": 700}'")
-  _stage_switch(parser, "cross_encoder", "the BERT cross-encoder stage")
+  _stage_switch(parser, "cross_encoder", "the BERT cross-encoder stage", in_demo=False)
   stage = CrossEncoderStage()
   parser.add_argument("--cross_encoder_scale", type=float, default=1.0,
                       help=f"query groups mined and trained on, as a multiple of the CPU demo's "
@@ -93,7 +95,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--cross_encoder_gate_slices", default=None,
                       help=f"slices the cross-encoder must beat the retrieval order in (default "
                            f"{stage.gate_slices}: overall and in each query kind)")
-  _stage_switch(parser, "bandit", "the bandit policy stage")
+  _stage_switch(parser, "bandit", "the bandit policy stage", in_demo=True)
   parser.add_argument("--no_cache", action="store_true",
                       help="re-run every component even where MLMD has a cached execution")
 
@@ -120,8 +122,9 @@ def cross_encoder_stage(args: argparse.Namespace) -> CrossEncoderStage:
 
 
 def config_from_args(args: argparse.Namespace) -> PipelineConfig:
-  """The config the flags name; with --movielens (local runs) the cross-encoder and bandit are
-  on unless turned off."""
+  """The config the flags name; with --movielens (local runs) the bandit is on unless turned
+  off; the cross-encoder is on only when asked for (its CPU fine-tune would take the demo past
+  10 minutes)."""
   movielens = getattr(args, "movielens", False)
   data_root = args.data_root or os.path.join(args.output_root, "data", "movielens-100k")
   training = dict(args.retrieval_settings, **{
@@ -145,7 +148,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     config.regression_tolerance = args.regression_tolerance
   if args.beam_pipeline_args is not None:
     config.beam_pipeline_args = args.beam_pipeline_args
-  if movielens if args.cross_encoder is None else args.cross_encoder:
+  if args.cross_encoder:
     config.cross_encoder = cross_encoder_stage(args)
   config.bandit = movielens if args.bandit is None else args.bandit
   return config

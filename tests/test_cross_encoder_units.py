@@ -106,11 +106,11 @@ def test_cross_encoder_stage_scales_the_sample():
           and stage.eval_depth == CrossEncoderStage().eval_depth)
 
 
-def test_runner_flags_turn_the_cross_encoder_on_for_the_demo_or_on_request():
+def test_runner_flags_turn_the_cross_encoder_on_on_request_only():
   config = lambda *argv: config_from_args(local_runner.parse_args(list(argv)))  # noqa: E731
-  assert config("--movielens").cross_encoder == CrossEncoderStage()
-  assert config("--movielens", "--no_cross_encoder").cross_encoder is None
-  assert config("--data_root", "d").cross_encoder is None
+  assert config("--movielens").cross_encoder is None and config("--movielens").bandit
+  assert config("--movielens", "--cross_encoder").cross_encoder == CrossEncoderStage()
+  assert config("--data_root", "d").cross_encoder is None and not config("--data_root", "d").bandit
   stage = config("--data_root", "d", "--cross_encoder", "--cross_encoder_scale", "2",
                  "--cross_encoder_loss", "listwise", "--cross_encoder_lora_rank", "8",
                  "--cross_encoder_gate_slices", "overall,query_kind=search"

@@ -67,4 +67,5 @@ def list_dataset(files: Sequence[str], n_features: int) -> tf.data.Dataset:
     return ({FEATURES: features, MASK: tf.ones_like(labels, tf.bool)}, labels,
             tf.cast(parsed[RELEVANT], tf.float32))
 
-  return tf.data.TFRecordDataset(list(files), compression_type="GZIP").map(parse)
+  return tf.data.TFRecordDataset(list(files), compression_type="GZIP").map(
+      parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
