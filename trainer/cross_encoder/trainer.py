@@ -29,6 +29,7 @@ from trainer.cross_encoder.metrics import NDCG_CUTOFF, mean_metrics
 from trainer.cross_encoder.model import (GroupScorer, build_cross_encoder, loss_function,
                                          pair_preprocessor, tokenize_pairs)
 from trainer.encoders.bert_checkpoint import load_backbone, load_tokenizer, minilm_dir
+from trainer.settings import known_settings
 
 if TYPE_CHECKING:
   from tfx.components import FnArgs
@@ -62,12 +63,8 @@ class CrossEncoderSettings:
 
   @classmethod
   def from_config(cls, config: Optional[Mapping[str, Any]]) -> "CrossEncoderSettings":
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(config or {}) - known
-    if unknown:
-      raise ValueError(f"cross-encoder trainer custom_config: unknown settings {sorted(unknown)}; "
-                       f"known: {sorted(known)}")
-    settings = cls(**dict(config or {}))
+    settings = cls(**known_settings(config, [f.name for f in dataclasses.fields(cls)],
+                                    "cross-encoder trainer custom_config"))
     if settings.precision not in PRECISIONS:
       raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {settings.precision!r}")
     return settings

@@ -21,6 +21,8 @@ from typing import Any, List, Mapping
 import numpy as np
 import tensorflow as tf
 
+from trainer.settings import known_settings
+
 EASE, COSINE = "ease", "cosine"
 
 
@@ -40,12 +42,8 @@ class ItemToItemSettings:
 
   @classmethod
   def from_config(cls, config: Mapping[str, Any] | None) -> "ItemToItemSettings":
-    known = {field.name for field in dataclasses.fields(cls)}
-    unknown = set(config or {}) - known
-    if unknown:
-      raise ValueError(f"item-to-item settings: unknown settings {sorted(unknown)}; "
-                       f"known: {sorted(known)}")
-    return cls(**(config or {}))
+    return cls(**known_settings(config, [field.name for field in dataclasses.fields(cls)],
+                                "item-to-item settings"))
 
 
 def _write_bytes(path: str, data: bytes) -> None:

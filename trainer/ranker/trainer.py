@@ -25,6 +25,7 @@ from trainer.ranker.lists import FEATURES, MASK, list_dataset
 from trainer.ranker.metrics import hit_metrics, mean_metrics
 from trainer.ranker.model import (DCN, LINEAR, LISTWISE, build_scorer, ensemble_logits,
                                   list_logits, loss, moments)
+from trainer.settings import known_settings
 
 MONITOR = "validation_loss"
 MEMBER_FLOOR = 0.9
@@ -50,12 +51,8 @@ class RankerSettings:
 
   @classmethod
   def from_config(cls, config: Optional[Mapping[str, Any]]) -> "RankerSettings":
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(config or {}) - known
-    if unknown:
-      raise ValueError(f"ranker trainer settings: unknown {sorted(unknown)}; known: "
-                       f"{sorted(known)}")
-    values = dict(config or {})
+    values = known_settings(config, [f.name for f in dataclasses.fields(cls)],
+                            "ranker trainer settings")
     if "scorers" in values:
       values["scorers"] = tuple(values["scorers"])
     return cls(**values)

@@ -19,6 +19,7 @@ from tfx_bsl.public import tfxio  # noqa: E402
 
 from trainer.retrieval.export import RetrievalModule, export_retrieval_model  # noqa: E402
 from trainer.retrieval.model import TowerConfig, TwoTowerModel, Vocabularies  # noqa: E402
+from trainer.settings import known_settings  # noqa: E402
 from transform import features as F  # noqa: E402
 
 if TYPE_CHECKING:
@@ -43,13 +44,9 @@ class RetrievalSettings:
 
   @classmethod
   def from_config(cls, config: Mapping[str, Any] | None) -> "RetrievalSettings":
-    config = dict(config or {})
     own = {f.name for f in dataclasses.fields(cls)} - {"tower"}
     tower = {f.name for f in dataclasses.fields(TowerConfig)}
-    unknown = set(config) - own - tower
-    if unknown:
-      raise ValueError(f"retrieval trainer custom_config: unknown settings {sorted(unknown)}; "
-                       f"known: {sorted(own | tower)}")
+    config = known_settings(config, own | tower, "retrieval trainer custom_config")
     return cls(tower=TowerConfig(**{k: v for k, v in config.items() if k in tower}),
                **{k: v for k, v in config.items() if k in own})
 
