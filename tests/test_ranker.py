@@ -84,10 +84,16 @@ def test_a_fold_model_never_sees_its_fold():
 
 # --- On the session's pipeline run ------------------------------------------------------------
 
+def _first_output(config, component: str, key: str) -> str:
+  """The first run's output folder (other tests run the pipeline again in the same root; a
+  folder's name is its execution id)."""
+  return min(glob.glob(os.path.join(config.pipeline_root, component, key, "*")),
+             key=lambda path: int(os.path.basename(path)))
+
+
 def _training_rows(config):
   """(user, item) -> fold of every training interaction of the run's examples."""
-  [examples] = glob.glob(os.path.join(config.pipeline_root, "InteractionExampleGen", "examples",
-                                      "*"))
+  examples = _first_output(config, "InteractionExampleGen", "examples")
   files = glob.glob(os.path.join(examples, f"Split-{TRAIN}", "*"))
   folds = {}
   for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
@@ -98,8 +104,7 @@ def _training_rows(config):
 
 
 def _mined_lists(config):
-  [lists_dir] = glob.glob(os.path.join(config.pipeline_root, RankingListMiner.__name__,
-                                       "candidate_lists", "*"))
+  lists_dir = _first_output(config, RankingListMiner.__name__, "candidate_lists")
   for split in L.SPLITS:
     files = glob.glob(os.path.join(lists_dir, f"Split-{split}", "*"))
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):

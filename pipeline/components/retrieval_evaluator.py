@@ -47,7 +47,7 @@ def blessing_decision(metrics: Metrics, gate_metrics: Sequence[str], tolerance: 
   return gate(metrics, CANDIDATE, [POPULARITY], LAST_BLESSED, gate_metrics, tolerance)
 
 
-REPORT = EvaluationReport("Retrieval evaluation", "retrieval_metrics.json",
+REPORT = EvaluationReport("Retrieval metrics on the eval split", "retrieval_metrics.json",
                           "retrieval_metrics.html", metric_names(),
                           (CANDIDATE, POPULARITY, LAST_BLESSED))
 
