@@ -5,6 +5,11 @@ from typing import Set
 
 from tensorflow.core.protobuf import saved_model_pb2
 
+# The custom (non-core) ops keras-hub's BertTokenizer and packers put in the graph: all TF Text
+# kernels, which stock TF Serving links in.
+TF_TEXT_OPS = {"CaseFoldUTF8", "NormalizeUTF8", "RegexSplitWithOffsets",
+               "FastWordpieceTokenizeWithOffsets", "TFText>RoundRobinTrim"}
+
 
 def graph_ops(export_dir: str) -> Set[str]:
   saved_model = saved_model_pb2.SavedModel()

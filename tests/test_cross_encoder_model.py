@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the TF Text ops the SavedModel uses)
 
-from tests.saved_model_ops import graph_ops
+from tests.saved_model_ops import TF_TEXT_OPS, graph_ops
 from trainer.cross_encoder import groups as E
 from trainer.cross_encoder.export import CrossEncoderModule, export_cross_encoder
 from trainer.cross_encoder.model import (LISTWISE, POINTWISE, build_cross_encoder,
@@ -13,10 +13,6 @@ from trainer.encoders.bert_checkpoint import load_backbone, load_tokenizer, mini
 
 SEQUENCE_LENGTH = 32
 RERANK_DEPTH = 4
-# The custom (non-core) ops keras-hub's BertTokenizer puts in the graph: all TF Text kernels,
-# which stock TF Serving links in.
-TF_TEXT_OPS = {"CaseFoldUTF8", "NormalizeUTF8", "RegexSplitWithOffsets",
-               "FastWordpieceTokenizeWithOffsets", "TFText>RoundRobinTrim"}
 
 
 def _cross_encoder(num_layers: int = 2):

@@ -16,3 +16,9 @@ def serving_model_dir(model: Artifact) -> str:
 class ValidationReport(Artifact):
   """HTML and JSON reports of one run's data statistics and anomalies."""
   TYPE_NAME = "recsys.ValidationReport"  # <namespace>.<Name>: Kubeflow V2 requires it
+
+
+class ContentEmbeddings(Artifact):
+  """Per catalog item, its text and image vectors and what it has (`trainer/content/records.py`
+  names the layout: `embeddings/` TFRecords of tf.Examples, `content_report.json`)."""
+  TYPE_NAME = "recsys.ContentEmbeddings"
