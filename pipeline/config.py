@@ -113,6 +113,10 @@ class PipelineConfig:
   cross_encoder: Optional[CrossEncoderStage] = None
   # The bandit stage (pipeline/components/bandit_policy_trainer.py + its pusher).
   bandit: bool = False
+  # The multimodal item tower: the ContentEmbedder embeds the catalog's text and images, the
+  # retrieval models (served and fold) fuse them into the candidate tower, and the served one
+  # embeds new items from raw content (trainer/retrieval/content_graph.py).
+  content: bool = False
   beam_pipeline_args: List[str] = dataclasses.field(
       default_factory=lambda: ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
   enable_cache: bool = True

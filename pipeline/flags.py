@@ -96,6 +96,10 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
                       help=f"slices the cross-encoder must beat the retrieval order in (default "
                            f"{stage.gate_slices}: overall and in each query kind)")
   _stage_switch(parser, "bandit", "the bandit policy stage", in_demo=True)
+  parser.add_argument("--content", action="store_true",
+                      help="the multimodal item tower: embed the catalog's text and images "
+                           "(pretrained encoders) and fuse them into retrieval, so items "
+                           "without interactions are recommended by their content")
   parser.add_argument("--no_cache", action="store_true",
                       help="re-run every component even where MLMD has a cached execution")
 
@@ -151,4 +155,5 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
   if args.cross_encoder:
     config.cross_encoder = cross_encoder_stage(args)
   config.bandit = movielens if args.bandit is None else args.bandit
+  config.content = args.content
   return config

@@ -20,6 +20,7 @@ from agents.policy_trainer import REPORT_HTML as BANDIT_REPORT_HTML
 from agents.policy_trainer import REPORT_JSON as BANDIT_REPORT_JSON
 from pipeline.components import cross_encoder_evaluator, ranker_evaluator, retrieval_evaluator
 from pipeline.components.bandit_policy_trainer import BanditPolicyTrainer
+from pipeline.components.content_embedder import ContentEmbedder
 from pipeline.components.cross_encoder_evaluator import CrossEncoderEvaluator
 from pipeline.components.cross_encoder_miner import CrossEncoderMiner
 from pipeline.components.interaction_example_gen import SplitSettings, interaction_example_gen
@@ -29,6 +30,7 @@ from pipeline.components.ranker_evaluator import RankerEvaluator
 from pipeline.components.ranker_trainer import RankerTrainer
 from pipeline.components.ranking_list_miner import RankingListMiner
 from pipeline.components.retrieval_evaluator import RetrievalEvaluator
+from pipeline.components.retrieval_trainer import RetrievalTrainer
 from pipeline.components.serving_pusher import pusher_id, serving_root_pusher
 from pipeline.components.validation_gate import ValidationGate
 from pipeline.config import CrossEncoderStage, PipelineConfig, RankingStage
@@ -113,19 +115,20 @@ def _latest_blessed(stage: Stage) -> tfx.dsl.Resolver:
 def ranking_components(stage: RankingStage, config: PipelineConfig, validation_gate: BaseNode,
                        transform, trainer, retrieval_blessing: tfx.dsl.Channel, schema,
                        examples: tfx.dsl.Channel, popularity: tfx.dsl.Channel,
-                       retrieval_settings: dict) -> List[BaseNode]:
+                       retrieval_settings: dict, content: Optional[tfx.dsl.Channel]
+                       ) -> List[BaseNode]:
   """The item-to-item source, the fold models, the list miner, the ranker, their evaluators
   and pushers."""
   folds = held_out_folds(config.history_scope, stage.folds)
   ItemToItemSettings.from_config(stage.item_to_item)  # misspelt settings fail now
   RankerSettings.from_config(stage.training)
-  fold_trainer = tfx.components.Trainer(
+  fold_trainer = RetrievalTrainer(
       run_fn=FOLD_RETRIEVAL_RUN_FN,
       examples=transform.outputs["transformed_examples"],
       transform_graph=transform.outputs["transform_graph"], schema=schema,
       train_args=tfx.proto.TrainArgs(splits=[TRAIN]), eval_args=tfx.proto.EvalArgs(splits=[EVAL]),
       custom_config={**retrieval_settings, HELD_OUT_FOLDS: list(folds),
-                     FOLD_EPOCHS: stage.fold_epochs},
+                     FOLD_EPOCHS: stage.fold_epochs}, content=content,
   ).with_id("FoldRetrievalTrainer")
   item_to_item = ItemToItemTrainer(
       examples=examples, settings=json.dumps(stage.item_to_item, sort_keys=True),
@@ -207,14 +210,21 @@ def create_components(config: PipelineConfig) -> List[BaseNode]:
 
   retrieval_settings = {**config.retrieval_training, "top_k": config.top_k}
   RetrievalSettings.from_config(retrieval_settings)  # a misspelt setting fails now, not later
-  trainer = tfx.components.Trainer(
+  content_nodes: List[BaseNode] = []
+  content = None
+  if config.content:
+    embedder = ContentEmbedder(examples=example_gen.outputs["examples"],
+                               data_root=config.data_root)
+    embedder.add_upstream_node(validation_gate)  # nothing is embedded from data with anomalies
+    content_nodes, content = [embedder], embedder.outputs["embeddings"]
+  trainer = RetrievalTrainer(
       run_fn=RETRIEVAL_RUN_FN,
       examples=transform.outputs["transformed_examples"],
       transform_graph=transform.outputs["transform_graph"],
       schema=schema_gen.outputs["schema"],
       train_args=tfx.proto.TrainArgs(splits=[TRAIN]),
       eval_args=tfx.proto.EvalArgs(splits=[EVAL]),
-      custom_config=retrieval_settings
+      custom_config=retrieval_settings, content=content,
   ).with_id(RETRIEVAL_STAGE.trainer_id)
   popularity = PopularityBaseline(examples=example_gen.outputs["examples"], top_k=config.top_k)
   popularity.add_upstream_node(validation_gate)
@@ -229,12 +239,12 @@ def create_components(config: PipelineConfig) -> List[BaseNode]:
   pusher = serving_root_pusher(trainer.outputs["model"], evaluator.outputs["blessing"],
                                config.serving_root, RETRIEVAL_STAGE.model_name)
   components = [example_gen, statistics_gen, schema_gen, example_validator, validation_gate,
-                transform, trainer, popularity, last_blessed, evaluator, pusher]
+                transform, *content_nodes, trainer, popularity, last_blessed, evaluator, pusher]
   if config.ranking is not None:
     components += ranking_components(config.ranking, config, validation_gate, transform, trainer,
                                      evaluator.outputs["blessing"], schema_gen.outputs["schema"],
                                      example_gen.outputs["examples"],
-                                     popularity.outputs["model"], retrieval_settings)
+                                     popularity.outputs["model"], retrieval_settings, content)
   if config.cross_encoder is not None:
     components += cross_encoder_components(config.cross_encoder, config,
                                            example_gen.outputs["examples"],

@@ -32,6 +32,7 @@ from pipeline.data import contract
 from serving.context_store import Catalog, UserStore, merge_history, user_features
 from serving.experiment import SINGLE_VARIANT, Experiment, Variant
 from serving.feedback_log import FeedbackLog, feedback_row
+from serving.fresh_items import FreshItems, merge_fresh
 from serving.issued import IssuedRequests
 from serving.model_client import ModelClient, SignatureInfo
 from serving.models_config import (BANDIT, CROSS_ENCODER, ITEM_TO_ITEM, POPULARITY, RANKER,
@@ -61,6 +62,9 @@ class Candidate:
   # Probability this item was put in its slot: the bandit's for the slots it chooses; 1 for a
   # deterministic (ranked) choice.
   propensity: float = 1.0
+  # A fresh item (one the retrieval model was not trained with, `fresh_items.py`): its place
+  # in the retrieval answer, which it keeps in the ranked list (the ranker has never seen it).
+  fresh_rank: Optional[int] = None
 
 
 def logged_user(user_id: str, request_id: str) -> str:
@@ -74,8 +78,10 @@ class Cascade:
 
   def __init__(self, client: ModelClient, catalog: Catalog, users: UserStore,
                feedback: FeedbackLog, experiment: Experiment = SINGLE_VARIANT,
-               stage_timeout_s: float = 2.0, issued: Optional[IssuedRequests] = None):
+               stage_timeout_s: float = 2.0, issued: Optional[IssuedRequests] = None,
+               fresh: Optional[FreshItems] = None):
     self._client = client
+    self._fresh = fresh
     self._catalog = catalog
     self._users = users
     self._feedback = feedback
@@ -120,29 +126,61 @@ class Cascade:
     return [Candidate(item, score)
             for item, score in self._source(RETRIEVAL, features, variant, versions)]
 
+  def _with_fresh(self, features: Dict[str, object], answer: List[Tuple[str, float]],
+                  versions: Dict[str, int]) -> Tuple[List[Tuple[str, float]], List[str]]:
+    """The retrieval answer with the fresh items its query puts there, and their ids."""
+    index = self._fresh.index(versions[RETRIEVAL]) if self._fresh is not None else None
+    if index is None or not index.item_ids or not answer:
+      return answer, []
+    try:
+      query = self._client.predict(RETRIEVAL, signature.query_inputs([features]),
+                                   "query_embedding", str(index.version),
+                                   self._timeout)[signature.EMBEDDING][0]
+    except grpc.RpcError as error:
+      log.warning("fresh items left out: query embedding failed: %s", error.details())
+      return answer, []
+    merged = merge_fresh(answer, index.top(query, features[F.HISTORY], len(answer)))
+    fresh = set(index.item_ids)
+    return merged, [item for item, _ in merged if item in fresh]
+
   def _candidates(self, features: Dict[str, object], variant: Variant,
                   versions: Dict[str, int]) -> Tuple[List[Candidate], List[str]]:
-    """The union of the sources' answers (retrieval, and item-to-item for a user with a
-    history or popularity for one without, when pushed), with each source's score; and the
-    stages that answered."""
+    """The union of the sources' answers (retrieval with the fresh items it places, and
+    item-to-item for a user with a history or popularity for one without, when pushed), with
+    each source's score; and the stages that answered."""
     extra = ITEM_TO_ITEM if features[F.HISTORY] else POPULARITY
-    answers = {RETRIEVAL: self._source(RETRIEVAL, features, variant, versions)}
+    retrieved, fresh = self._with_fresh(
+        features, self._source(RETRIEVAL, features, variant, versions), versions)
+    answers = {RETRIEVAL: retrieved}
     if self._client.is_available(extra):
       answers[extra] = self._source(extra, features, variant, versions)
     by_id: Dict[str, Candidate] = {}
     for item in union([[i for i, _ in answer] for answer in answers.values()]):
       by_id[item] = Candidate(item)
-    for item, score in answers[RETRIEVAL]:
+    for rank, (item, score) in enumerate(answers[RETRIEVAL]):
       by_id[item].retrieval_score = score
+      if item in fresh:
+        by_id[item].fresh_rank = rank
     for item, score in answers.get(ITEM_TO_ITEM, []):
       by_id[item].item_to_item_score = score
-    return list(by_id.values()), list(answers)
+    stages = list(answers) + (["fresh_items"] if fresh else [])
+    return list(by_id.values()), stages
 
   def _order(self, features: Dict[str, object], candidates: List[Candidate], variant: Variant,
              versions: Dict[str, int]) -> bool:
     """Orders the candidates by the ranker, in one call; False (the sources' order kept) if
     none is pushed or it fails. The ranker also scores every candidate by each source, which
-    fills in the scores of the sources that did not return it."""
+    fills in the scores of the sources that did not return it. Fresh items keep their
+    retrieval places among the ranked ones."""
+    fresh = [c for c in candidates if c.fresh_rank is not None]
+    candidates[:] = [c for c in candidates if c.fresh_rank is None]
+    ranked = self._rank_known(features, candidates, variant, versions)
+    for candidate in sorted(fresh, key=lambda c: c.fresh_rank):
+      candidates.insert(min(candidate.fresh_rank, len(candidates)), candidate)
+    return ranked
+
+  def _rank_known(self, features: Dict[str, object], candidates: List[Candidate],
+                  variant: Variant, versions: Dict[str, int]) -> bool:
     if not candidates or not self._client.is_available(RANKER):
       return False
     inputs = request_inputs([features], [[c.item_id for c in candidates]])

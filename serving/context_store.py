@@ -26,12 +26,27 @@ class Catalog:
   """Item id -> title, categories, description, year; a token index for lexical search."""
 
   def __init__(self, data_root: str):
+    self._data_root = data_root
     self.items: Dict[str, Mapping[str, object]] = {}
     self._index: Dict[str, List[str]] = collections.defaultdict(list)
-    for row in read_table(data_root, contract.ITEMS):
-      self.items[row["item_id"]] = row
+    self.refresh()
+
+  def refresh(self) -> List[str]:
+    """Reads the items table again and adds the items it did not have (rows of known items
+    are kept as they were); returns the new ids. Readers see the old or the new catalog."""
+    items, index = dict(self.items), collections.defaultdict(list, {
+        token: list(ids) for token, ids in self._index.items()})
+    added = []
+    for row in read_table(self._data_root, contract.ITEMS):
+      if row["item_id"] in items:
+        continue
+      items[row["item_id"]] = row
+      added.append(row["item_id"])
       for token in set(tokens(" ".join([row["title"], *row["categories"]]))):
-        self._index[token].append(row["item_id"])
+        index[token].append(row["item_id"])
+    if added:
+      self.items, self._index = items, index
+    return added
 
   def title(self, item_id: str) -> str:
     return str(self.items.get(item_id, {}).get("title", ""))

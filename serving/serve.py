@@ -5,7 +5,9 @@
 
 Starts the local model server on the run's serving root (unless --model_server names a running
 TF Serving), then the cascade on --port (gRPC) and --http_port, writing feedback under the data
-root's interactions/ so the next pipeline run learns from it. Everything binds 127.0.0.1 unless
+root's interactions/ so the next pipeline run learns from it. Every --catalog_refresh_s it
+re-reads the data root's catalog: items a multimodal retrieval model does not know are embedded
+by it and recommended without a retrain (serving/fresh_items.py). Everything binds 127.0.0.1 unless
 --host says otherwise (the local model server always does: the cascade is its client). Once
 serving, it prints one line, `serving: {...}`, with the addresses (JSON).
 """
@@ -27,12 +29,13 @@ from serving.cascade_server import grpc_server  # noqa: E402
 from serving.context_store import Catalog, UserStore  # noqa: E402
 from serving.experiment import SINGLE_VARIANT, Experiment  # noqa: E402
 from serving.feedback_log import FeedbackLog, recent_feedback_rows  # noqa: E402
+from serving.fresh_items import FreshItems, RefreshLoop  # noqa: E402
 from serving.http_gateway import HttpGateway  # noqa: E402
 from serving.issued import rebuilt  # noqa: E402
 from serving.model_client import ModelClient  # noqa: E402
 from serving.model_server import (ModelServer, add_model_server_flags,  # noqa: E402
                                   run_until_interrupted)
-from serving.models_config import models_config_path  # noqa: E402
+from serving.models_config import RETRIEVAL, models_config_path  # noqa: E402
 
 log = logging.getLogger(__name__)
 # Where scripts/run_pipeline.sh leaves its outputs: <repository>/outputs.
@@ -50,7 +53,7 @@ class LocalStack:
                port: int = 0, http_port: int = 0, poll_seconds: float = 2.0,
                host: str = LOOPBACK, model_server_port: int = 0,
                header_timeout_s: float = limits.HEADER_TIMEOUT_S,
-               model_server_options: Optional[dict] = None):
+               model_server_options: Optional[dict] = None, catalog_refresh_s: float = 60.0):
     self.model_server = None
     if model_server is None:
       self.model_server = ModelServer(models_config_path(serving_root), model_server_port,
@@ -61,8 +64,12 @@ class LocalStack:
     issued = rebuilt(recent_feedback_rows(data_root, limits.ISSUED_MAX_AGE_S,
                                           limits.ISSUED_REBUILD_BYTES))
     self.client = ModelClient(model_server)
-    self.cascade = Cascade(self.client, Catalog(data_root), UserStore(data_root), self.feedback,
-                           experiment, issued=issued)
+    catalog = Catalog(data_root)
+    self.fresh = FreshItems(self.client, catalog, data_root)
+    self._refresh = RefreshLoop(self.fresh, {v.models.get(RETRIEVAL, "")
+                                             for v in experiment.variants}, catalog_refresh_s)
+    self.cascade = Cascade(self.client, catalog, UserStore(data_root), self.feedback,
+                           experiment, issued=issued, fresh=self.fresh)
     self._grpc, self.port = grpc_server(self.cascade, port, host)
     self.host = host
     self._http = HttpGateway(self.cascade, host, http_port, header_timeout_s)
@@ -71,6 +78,7 @@ class LocalStack:
   def start(self) -> "LocalStack":
     self._grpc.start()
     self._http.start()
+    self._refresh.start()
     return self
 
   def addresses(self) -> dict:
@@ -79,6 +87,7 @@ class LocalStack:
             "model_server": self.model_server_address}
 
   def stop(self) -> None:
+    self._refresh.stop()
     self._http.stop()
     self._grpc.stop(1.0).wait()
     self.client.close()
@@ -106,6 +115,9 @@ def main(argv: List[str]) -> int:
   parser.add_argument("--http_header_timeout_s", type=float, default=limits.HEADER_TIMEOUT_S,
                       help="a request head must arrive within this (and an idle keep-alive "
                            "connection is closed after it)")
+  parser.add_argument("--catalog_refresh_s", type=float, default=60.0,
+                      help="re-read the catalog this often; new items a multimodal retrieval "
+                           "model can embed are recommended at once (0: read it at start only)")
   add_model_server_flags(parser)
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -119,7 +131,8 @@ def main(argv: List[str]) -> int:
                      args.allow_version_labels_for_unavailable_models))
   stack = LocalStack(args.data_root, args.serving_root, args.model_server, experiment, args.port,
                      args.http_port, args.file_system_poll_wait_seconds, args.host,
-                     args.model_server_port, args.http_header_timeout_s, options).start()
+                     args.model_server_port, args.http_header_timeout_s, options,
+                     args.catalog_refresh_s).start()
   print(f"serving: {json.dumps(stack.addresses())}", flush=True)
   run_until_interrupted(stack.stop)
   return 0

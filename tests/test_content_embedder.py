@@ -27,7 +27,7 @@ from pipeline.components.interaction_example_gen import SplitSettings, interacti
 from pipeline.data import contract
 from pipeline.data.movielens import convert_movielens_100k
 from pipeline.data.parsing import read_table
-from trainer.content.images import resolve_image_uri
+from pipeline.data.images import resolve_image_uri
 from trainer.content.records import REPORT_FILE, read_item_contents
 from trainer.content.report import MAX_LISTED_BAD_IMAGES, BadImage, ContentReport
 from trainer.cross_encoder.texts import item_text

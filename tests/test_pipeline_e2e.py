@@ -14,6 +14,7 @@ from serving.models_config import (ITEM_TO_ITEM, POPULARITY, RANKER, RETRIEVAL,
                                    read_models_config)
 from tests.conftest import pipeline_config
 from tests.saved_model_ops import graph_ops
+from trainer.retrieval import signature
 
 def test_cli_run_succeeds_and_ends_with_the_summary_path(first_run):
   _, code, lines, summary = first_run
@@ -90,14 +91,8 @@ def test_pushed_model_answers_through_its_serving_signature(first_run, slice_roo
   assert np.linalg.norm(embedding, axis=1) == pytest.approx(1.0, abs=1e-4)
   catalog = {row["item_id"]: row for path in parsing.list_table_files(slice_root, contract.ITEMS)
              for row in parsing.read_file_rows(path, contract.ITEMS)}
-  toy_story, star_wars = catalog["1"], catalog["50"]
-  width = max(len(toy_story["categories"]), len(star_wars["categories"]))
-  items = model.signatures["item_embeddings"](
-      item_id=tf.constant(["1", "50"]),
-      title=tf.constant([toy_story["title"], star_wars["title"]]),
-      categories=tf.constant([r["categories"] + [""] * (width - len(r["categories"]))
-                              for r in (toy_story, star_wars)]),
-      year=tf.constant([toy_story["year"], star_wars["year"]], tf.int64))["embedding"].numpy()
+  items = model.signatures["item_embeddings"](**signature.as_tensors(signature.item_inputs(
+      [catalog["1"], catalog["50"]])))["embedding"].numpy()
   assert items.shape == (2, embedding.shape[1])
   # The recommend signature is the query embedding against the catalog's item embeddings.
   star_wars_score = float(embedding[0] @ items[1])

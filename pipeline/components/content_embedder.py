@@ -1,6 +1,6 @@
 """ContentEmbedder: every catalog item's text and image vectors from the frozen content encoders
-(`trainer/content/`), in Beam. Not wired into the default pipeline yet: the fusion tower that
-reads it is a later part of the multimodal work.
+(`trainer/content/`), in Beam, for the multimodal retrieval tower (`--content`), which reads
+them through `RetrievalTrainer`.
 
 The raw `items` table is read through the project's Beam reader (every catalog item, also
 those nobody interacted with yet: content is what a cold item has). Items go in batches of

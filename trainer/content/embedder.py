@@ -13,8 +13,9 @@ from typing import Any, List, Mapping, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from trainer.content.images import decode_error, read_image, resolve_image_uri
-from trainer.content.records import ItemContent
+from pipeline.data.images import read_image, resolve_image_uri
+from trainer.content.images import decode_error
+from trainer.content.records import ItemContent, catalog_fields
 from trainer.content.report import MAX_LISTED_BAD_IMAGES, BadImage, ContentReport
 from trainer.cross_encoder.texts import item_text
 from trainer.encoders.efficientnet_checkpoint import EMBEDDING_DIM, load_image_encoder
@@ -61,7 +62,8 @@ class ContentEncoders:
     report.bad_images = len(bad)
     report.listed_bad_images = sorted(bad)[:MAX_LISTED_BAD_IMAGES]
     contents = [ItemContent(row["item_id"], text_vectors[i], image_vectors[i],
-                            bool(has_text[i]), bool(has_image[i])) for i, row in enumerate(rows)]
+                            bool(has_text[i]), bool(has_image[i]), catalog_fields(row))
+                for i, row in enumerate(rows)]
     return contents, report
 
   def _text_vectors(self, rows: Sequence[Mapping[str, Any]]) -> Tuple[np.ndarray, np.ndarray]:

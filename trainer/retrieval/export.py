@@ -5,17 +5,22 @@ the callers' request builder are in `signature.py`):
   serving_default  user_id, history[?], age, gender, occupation -> item_ids[K], scores[K]
                    (items in `history` are excluded from the answer)
   query_embedding  the same inputs -> embedding
-  item_embeddings  item_id, title, categories[?], year -> embedding (for an external index)
+  item_embeddings  item_id, title, categories[?], year, description, image_bytes -> embedding
+                   (for an external index, or to add a new item: a multimodal model embeds
+                   the content of an item it does not know with its encoders, `content_graph`)
+  known_items      item_id -> known (the item is among the candidates serving_default returns);
+                   multimodal models only (`serving/fresh_items.py` indexes the rest)
   evaluation       serialized tf.Examples -> item_ids[K], scores[K] (what TFMA runs)
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Sequence
+from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from trainer.retrieval.signature import EMBEDDING, ITEM_SPEC, QUERY_SPEC
+from trainer.retrieval.content_graph import ContentGraph
+from trainer.retrieval.signature import EMBEDDING, ITEM_SPEC, KNOWN, KNOWN_SPEC, QUERY_SPEC
 from trainer.retrieval.top_k import ExcludingTopK
 from transform import features as F
 
@@ -47,15 +52,18 @@ def complete_raw_features(partial: Mapping[str, tf.Tensor], raw_feature_spec: Ma
 
 
 class RetrievalModule(tf.Module):
-  """Towers + transform layer + brute-force top-K over the catalog's embeddings."""
+  """Towers + transform layer + brute-force top-K over the catalog's embeddings; `content`
+  for a multimodal candidate tower (`item_features` then hold its content features too)."""
 
   def __init__(self, query_tower: tf.keras.Model, candidate_tower: tf.keras.Model,
                tft_layer: tf.keras.layers.Layer, raw_feature_spec: Mapping[str, object],
-               item_ids: Sequence[str], item_features: Mapping[str, np.ndarray], top_k: int):
+               item_ids: Sequence[str], item_features: Mapping[str, np.ndarray], top_k: int,
+               content: Optional[ContentGraph] = None):
     super().__init__()
     self.query_tower = query_tower
     self.candidate_tower = candidate_tower
     self.tft_layer = tft_layer
+    self.content = content
     self._raw_feature_spec = dict(raw_feature_spec)
     self.candidate_embeddings = tf.constant(candidate_tower(dict(item_features)))
     self.top_k = ExcludingTopK(item_ids, top_k)
@@ -79,8 +87,13 @@ class RetrievalModule(tf.Module):
 
   def item_embeddings(self, request: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     transformed = self._transform(request, tf.shape(request[F.ITEM_ID])[0])
-    return {EMBEDDING: self.candidate_tower(
-        {name: transformed[name] for name in F.CANDIDATE_FEATURES})}
+    features = {name: transformed[name] for name in F.CANDIDATE_FEATURES}
+    if self.content is not None:
+      features.update(self.content.features(request))
+    return {EMBEDDING: self.candidate_tower(features)}
+
+  def known_items(self, request: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    return {KNOWN: self.top_k.positions.lookup(request[F.ITEM_ID]) >= 0}
 
   def evaluate(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
     raw = tf.io.parse_example(examples, self._raw_feature_spec)
@@ -91,14 +104,19 @@ class RetrievalModule(tf.Module):
   def signatures(self) -> Dict[str, tf.types.experimental.ConcreteFunction]:
     query, item = QUERY_SPEC, ITEM_SPEC
     examples = tf.TensorSpec([None], tf.string, name="examples")
-    return {
-        "serving_default": tf.function(lambda **r: self.recommend(r)).get_concrete_function(**query),
+    signatures = {
+        "serving_default": tf.function(
+            lambda **r: self.recommend(r)).get_concrete_function(**query),
         "query_embedding": tf.function(
             lambda **r: self.query_embedding(r)).get_concrete_function(**query),
         "item_embeddings": tf.function(
             lambda **r: self.item_embeddings(r)).get_concrete_function(**item),
         "evaluation": tf.function(self.evaluate).get_concrete_function(examples),
     }
+    if self.content is not None:  # only a model that can place an unseen item says which it knows
+      signatures["known_items"] = tf.function(
+          lambda **r: self.known_items(r)).get_concrete_function(**KNOWN_SPEC)
+    return signatures
 
 
 def export_retrieval_model(module: RetrievalModule, export_dir: str) -> None:

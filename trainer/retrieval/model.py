@@ -1,20 +1,22 @@
 """The two-tower retrieval model (TensorFlow Recommenders, Keras 2 via TF_USE_LEGACY_KERAS=1).
 
 Query tower: user id, profile and the mean of the recent-history item embeddings. Candidate
-tower: item id, title tokens, categories and year. Both towers share the item-id embedding, so a
-user with little history still lands near the items they touched. Trained with a softmax over
+tower: item id, title tokens, categories and year, and with `content` on the item's text and
+image vectors (`fusion.py`). Both towers share the item-id embedding, so a user with little
+history still lands near the items they touched. Trained with a softmax over
 uniformly sampled catalog negatives (the whole catalog when it is small), optionally mixed with
 in-batch negatives corrected for their popularity bias (logQ correction): `task.py`.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from trainer.retrieval.fusion import ContentFusion
 from trainer.retrieval.task import SampledCatalogRetrieval
 from transform import features as F
 
@@ -52,6 +54,17 @@ class TowerConfig:
   # embedding ends with the bias, the query embedding with 1, so a dot product (TF Serving's
   # top-K or an external index) still gives the whole score.
   item_bias: bool = False
+  # The multimodal candidate tower: the item's text and image vectors (the ContentEmbedder's)
+  # fused with its id and metadata by per-modality gates. In training the id is hidden from
+  # `id_dropout` of the items, text and image each from `modality_dropout`, so that an item
+  # without interactions (no learned id) or without an image still lands where its kind is.
+  content: bool = False
+  # Which content modalities the tower reads (one off: an ablation, or a catalog whose images
+  # say nothing of what its users want).
+  content_modalities: Tuple[str, ...] = ("text", "image")
+  content_dim: int = 64
+  id_dropout: float = 0.3
+  modality_dropout: float = 0.1
 
 
 def _masked_mean(embedding: tf.keras.layers.Embedding, indices: tf.Tensor) -> tf.Tensor:
@@ -108,7 +121,8 @@ class QueryTower(tf.keras.Model):
 
 
 class CandidateTower(tf.keras.Model):
-  """Transformed item features -> candidate embedding."""
+  """Transformed item features (and content features, `content.CONTENT_FEATURES`, when the
+  config has `content`) -> candidate embedding."""
 
   def __init__(self, vocab: Vocabularies, item_embedding: tf.keras.layers.Embedding,
                config: TowerConfig):
@@ -117,20 +131,28 @@ class CandidateTower(tf.keras.Model):
     self.token_embedding = tf.keras.layers.Embedding(vocab.title_tokens, 32)
     self.category_projection = tf.keras.layers.Dense(16, use_bias=False)
     self.year_embedding = tf.keras.layers.Embedding(F.YEAR_BUCKETS + 1, 8)
+    self.fusion = ContentFusion(config.content_dim, config.id_dropout, config.modality_dropout,
+                                config.content_modalities) if config.content else None
     self.head = _Head(config)
     self.item_bias = (tf.keras.layers.Embedding(vocab.items, 1, embeddings_initializer="zeros")
                       if config.item_bias else None)
 
   def call(self, inputs: Dict[str, tf.Tensor], training: Optional[bool] = None) -> tf.Tensor:
-    embedding = self.head(tf.concat([
-        self.item_embedding(inputs[F.ITEM_INDEX]),
+    ids = self.item_embedding(inputs[F.ITEM_INDEX])
+    metadata = tf.concat([
         _masked_mean(self.token_embedding, inputs[F.TITLE_TOKENS]),
         self.category_projection(inputs[F.CATEGORY_MULTI_HOT]),
         self.year_embedding(inputs[F.YEAR_BUCKET]),
         tf.reshape(inputs[F.YEAR_Z], [-1, 1]),
-    ], axis=1), training=training)
+    ], axis=1)
+    if self.fusion is None:
+      features, has_id = tf.concat([ids, metadata], axis=1), None
+    else:
+      features, has_id = self.fusion(ids, metadata, inputs, training=training)
+    embedding = self.head(features, training=training)
     if self.item_bias is not None:
-      embedding = tf.concat([embedding, self.item_bias(inputs[F.ITEM_INDEX])], axis=1)
+      bias = self.item_bias(inputs[F.ITEM_INDEX])
+      embedding = tf.concat([embedding, bias if has_id is None else bias * has_id], axis=1)
     return embedding
 
 

@@ -27,14 +27,22 @@ QUERY_SPEC: Dict[str, tf.TensorSpec] = {
     F.GENDER: tf.TensorSpec([None], tf.string, name=F.GENDER),
     F.OCCUPATION: tf.TensorSpec([None], tf.string, name=F.OCCUPATION),
 }
+# An item's raw content: its catalog fields, and the bytes of its image ("" = none), which a
+# multimodal model embeds when it does not know the item (`content_graph.py`); other models
+# ignore description and image.
+IMAGE_BYTES = "image_bytes"
 ITEM_SPEC: Dict[str, tf.TensorSpec] = {
     F.ITEM_ID: tf.TensorSpec([None], tf.string, name=F.ITEM_ID),
     F.TITLE: tf.TensorSpec([None], tf.string, name=F.TITLE),
     F.CATEGORIES: tf.TensorSpec([None, None], tf.string, name=F.CATEGORIES),
     F.YEAR: tf.TensorSpec([None], tf.int64, name=F.YEAR),
+    F.DESCRIPTION: tf.TensorSpec([None], tf.string, name=F.DESCRIPTION),
+    IMAGE_BYTES: tf.TensorSpec([None], tf.string, name=IMAGE_BYTES),
 }
-# Outputs of `serving_default` (and of the popularity baseline's).
-ITEM_IDS, SCORES, EMBEDDING = "item_ids", "scores", "embedding"
+KNOWN_SPEC: Dict[str, tf.TensorSpec] = {F.ITEM_ID: ITEM_SPEC[F.ITEM_ID]}
+# Outputs of `serving_default` (and of the popularity baseline's), of the embedding signatures,
+# and of `known_items` (whether each item is among the candidates the model retrieves from).
+ITEM_IDS, SCORES, EMBEDDING, KNOWN = "item_ids", "scores", "embedding", "known"
 
 
 def _column(spec: tf.TensorSpec, values: List[object]) -> np.ndarray:
@@ -63,7 +71,8 @@ def query_inputs(rows: Sequence[Mapping[str, object]]) -> Dict[str, np.ndarray]:
 
 
 def item_inputs(rows: Sequence[Mapping[str, object]]) -> Dict[str, np.ndarray]:
-  """Inputs of `item_embeddings`, from contract catalog rows (item_id, title, categories, year)."""
+  """Inputs of `item_embeddings`, from contract catalog rows (item_id, title, categories, year,
+  description) and, where a row has it, `image_bytes`."""
   return build_inputs(ITEM_SPEC, rows)
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
+import shutil
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -17,8 +18,13 @@ import tensorflow_transform as tft  # noqa: E402
 from absl import logging  # noqa: E402
 from tfx_bsl.public import tfxio  # noqa: E402
 
-from trainer.retrieval.export import RetrievalModule, export_retrieval_model  # noqa: E402
+from trainer.retrieval.content import (CONTENT_URI, HAS_ID, VECTOR_FEATURES,  # noqa: E402
+                                       CatalogContent, with_content)
+from trainer.retrieval.content_graph import ContentGraph, export_encoders  # noqa: E402
+from trainer.retrieval.export import (RetrievalModule, complete_raw_features,  # noqa: E402
+                                      export_retrieval_model)
 from trainer.retrieval.model import TowerConfig, TwoTowerModel, Vocabularies  # noqa: E402
+from trainer.retrieval.signature import as_tensors, item_inputs  # noqa: E402
 from trainer.settings import known_settings  # noqa: E402
 from transform import features as F  # noqa: E402
 
@@ -123,17 +129,49 @@ def vocabularies(tft_output: tft.TFTransformOutput) -> Vocabularies:
                       title_tokens=size(F.TITLE_VOCAB))
 
 
+def _with_content(dataset: tf.data.Dataset, by_index: Optional[Mapping[str, tf.Tensor]]
+                  ) -> tf.data.Dataset:
+  return dataset if by_index is None else dataset.map(lambda b: with_content(b, by_index))
+
+
+def cold_candidates(content: CatalogContent, rows: List[int], tft_layer: tf.keras.layers.Layer,
+                    raw_feature_spec: Mapping[str, object], like: Mapping[str, np.ndarray]
+                    ) -> Dict[str, np.ndarray]:
+  """The tower's features of catalog items without interactions: their catalog fields through
+  the transform graph, their content vectors, no id. `like`: warm features (dtypes, shapes)."""
+  parts: Dict[str, List[np.ndarray]] = {name: [] for name in like}
+  for start in range(0, len(rows), 1024):
+    chunk = rows[start:start + 1024]
+    request = as_tensors(item_inputs([content.catalog[row] for row in chunk]))
+    transformed = tft_layer(complete_raw_features(request, raw_feature_spec, len(chunk)))
+    for name in F.CANDIDATE_FEATURES:
+      parts[name].append(transformed[name].numpy().reshape((len(chunk),) + like[name].shape[1:]))
+    for name in VECTOR_FEATURES:
+      parts[name].append(content.vectors[name][chunk])
+    parts[HAS_ID].append(np.zeros(len(chunk), np.float32))
+  return {name: np.concatenate(values).astype(like[name].dtype) for name, values in parts.items()}
+
+
 def train_and_export(fn_args: "FnArgs", settings: RetrievalSettings, export_dir: str,
-                     held_out_fold: Optional[int] = None) -> None:
+                     held_out_fold: Optional[int] = None,
+                     content: Optional[CatalogContent] = None) -> None:
   """Trains the two towers on the training files (without one fold, for the ranker stage's
-  fold models) and exports the serving SavedModel to `export_dir`."""
+  fold models) and exports the serving SavedModel to `export_dir`. With `content` (the
+  multimodal tower) the candidates are every catalog item: those without interactions are
+  placed by content; the model that is served (no held-out fold) embeds new items with the
+  encoders inside it."""
   tf.keras.utils.set_random_seed(settings.seed)
   tft_output = tft.TFTransformOutput(fn_args.transform_output)
   vocab = vocabularies(tft_output)
-  train = _dataset(fn_args, fn_args.train_files, tft_output, settings.batch_size, True,
-                   settings.seed, settings.shuffle_buffer_size, held_out_fold)
-  evaluation = _dataset(fn_args, fn_args.eval_files, tft_output, settings.batch_size, False,
-                        settings.seed)
+  item_vocab = [item.decode() for item in tft_output.vocabulary_by_name(F.ITEM_VOCAB)]
+  by_index = None if content is None else {
+      name: tf.constant(values)
+      for name, values in content.by_index(item_vocab, vocab.items).items()}
+  train = _with_content(_dataset(fn_args, fn_args.train_files, tft_output, settings.batch_size,
+                                 True, settings.seed, settings.shuffle_buffer_size,
+                                 held_out_fold), by_index)
+  evaluation = _with_content(_dataset(fn_args, fn_args.eval_files, tft_output,
+                                      settings.batch_size, False, settings.seed), by_index)
   counts, item_features = collect_catalog(
       _dataset(fn_args, fn_args.train_files, tft_output, 4096, False, settings.seed,
                held_out_fold=held_out_fold), vocab.items)
@@ -143,6 +181,9 @@ def train_and_export(fn_args: "FnArgs", settings: RetrievalSettings, export_dir:
   # Probability that an item is among a batch's candidates, for the logQ correction.
   probabilities = 1.0 - np.power(1.0 - counts / counts.sum(), settings.batch_size)
   catalog_features = {name: values[catalog] for name, values in item_features.items()}
+  if by_index is not None:
+    catalog_features.update({name: by_index[name].numpy()[catalog] for name in VECTOR_FEATURES})
+    catalog_features[HAS_ID] = np.ones(len(catalog), np.float32)
 
   with distribution_strategy(settings.strategy).scope():
     model = TwoTowerModel(vocab, probabilities, settings.tower, catalog_features)
@@ -154,18 +195,44 @@ def train_and_export(fn_args: "FnArgs", settings: RetrievalSettings, export_dir:
             epochs=settings.epochs, verbose=2,
             callbacks=[tf.keras.callbacks.TensorBoard(log_dir=log_dir)])
 
-  item_vocab = np.array(tft_output.vocabulary_by_name(F.ITEM_VOCAB), dtype=object)
-  module = RetrievalModule(
-      model.query_tower, model.candidate_tower, tft_output.transform_features_layer(),
-      tft_output.raw_feature_spec(), [item_vocab[i].decode() for i in catalog],
-      catalog_features, settings.top_k)
+  item_ids = [item_vocab[i] for i in catalog]
+  tft_layer, raw_spec = tft_output.transform_features_layer(), tft_output.raw_feature_spec()
+  content_graph, encoders_dir = None, None
+  if content is not None:
+    cold = content.cold_rows(item_ids)
+    logging.info("retrieval trainer: %d catalog items without interactions placed by content",
+                 len(cold))
+    if cold:
+      cold_features = cold_candidates(content, cold, tft_layer, raw_spec, catalog_features)
+      catalog_features = {name: np.concatenate([values, cold_features[name]])
+                          for name, values in catalog_features.items()}
+      item_ids += [content.item_ids[row] for row in cold]
+    encoders_dir = export_encoders() if held_out_fold is None else None
+    content_graph = ContentGraph(content.item_ids, content.vectors, item_ids[:len(catalog)],
+                                 encoders_dir)
+  module = RetrievalModule(model.query_tower, model.candidate_tower, tft_layer, raw_spec,
+                           item_ids, catalog_features, settings.top_k, content_graph)
   export_retrieval_model(module, export_dir)
+  if encoders_dir is not None:
+    shutil.rmtree(encoders_dir, ignore_errors=True)
+
+
+def _settings_and_content(config: Mapping[str, Any]
+                          ) -> Tuple[Dict[str, Any], Optional[CatalogContent]]:
+  """The custom_config without the content artifact's uri, and the content it names (which
+  turns the multimodal tower on)."""
+  config = dict(config or {})
+  uri = config.pop(CONTENT_URI, None)
+  if uri is None:
+    return config, None
+  return {**config, "content": True}, CatalogContent.read(uri)
 
 
 def run_fn(fn_args: "FnArgs") -> None:
   """Trains the two towers and exports the serving SavedModel (TFX Trainer entry point)."""
-  train_and_export(fn_args, RetrievalSettings.from_config(fn_args.custom_config),
-                   fn_args.serving_model_dir)
+  config, content = _settings_and_content(fn_args.custom_config)
+  train_and_export(fn_args, RetrievalSettings.from_config(config), fn_args.serving_model_dir,
+                   content=content)
 
 
 # Keys of a fold Trainer's custom_config besides the retrieval settings.
@@ -181,10 +248,11 @@ def fold_model_dir(serving_model_dir: str, fold: int) -> str:
 def fold_run_fn(fn_args: "FnArgs") -> None:
   """Trains one two-tower model per held-out fold (TFX Trainer entry point of the ranker
   stage's fold sources); `fold_epochs` (0 = the retrieval model's) bounds their cost."""
-  config = dict(fn_args.custom_config)
+  config, content = _settings_and_content(fn_args.custom_config)
   folds, epochs = config.pop(HELD_OUT_FOLDS), config.pop(FOLD_EPOCHS, 0)
   settings = RetrievalSettings.from_config(config)
   if epochs:
     settings = dataclasses.replace(settings, epochs=epochs)
   for fold in folds:
-    train_and_export(fn_args, settings, fold_model_dir(fn_args.serving_model_dir, fold), fold)
+    train_and_export(fn_args, settings, fold_model_dir(fn_args.serving_model_dir, fold), fold,
+                     content)
