@@ -131,7 +131,7 @@ def _corrupt_ratings(data_root):
   path = os.path.join(data_root, "interactions", "ratings.csv")
   with open(path) as f:
     rows = list(csv.reader(f))
-  rows[5][3] = "7"  # rating out of the 1-5 range
+  rows[5][3] = "7"  # rating out of the 0.5-5 scale
   rows[9][2] = "like"  # an event type the schema does not know
   with open(path, "w", newline="") as f:
     csv.writer(f).writerows(rows)

@@ -15,7 +15,7 @@ from tfx import v1 as tfx
 from tfx.types import artifact_utils, standard_artifacts
 
 from pipeline.components.artifacts import ValidationReport
-from pipeline.data import parsing
+from pipeline.data import contract, parsing
 from transform import features as F
 
 
@@ -39,8 +39,10 @@ def split_anomalies(anomalies_uri: str, split_names: List[str]) -> Dict[str, Lis
   return found
 
 
-def describe(found: Dict[str, List[Dict[str, str]]], data_root: str) -> str:
-  """A message that names every anomaly and the raw files its feature is read from."""
+def describe(found: Dict[str, List[Dict[str, str]]], data_root: str,
+             rating_scale: str = "") -> str:
+  """A message that names every anomaly and the raw files its feature is read from (and, for
+  the rating, the configured scale and the flag that sets it)."""
   lines = []
   for split, items in found.items():
     for item in items:
@@ -48,6 +50,9 @@ def describe(found: Dict[str, List[Dict[str, str]]], data_root: str) -> str:
       files = ", ".join(parsing.list_table_files(data_root, table)) if table else "(derived)"
       lines.append(f"  [{split}] {item['feature']}: {item['short']}: {item['description']} "
                    f"(from {table or 'the join'} files: {files})")
+      if item["feature"] == F.RATING and rating_scale:
+        lines[-1] += (f"; the configured rating scale is {rating_scale}, set another with "
+                      f"{contract.RATING_SCALE_FLAG}")
   return "\n".join(lines)
 
 
@@ -57,6 +62,7 @@ def ValidationGate(  # pylint: disable=invalid-name
     anomalies: tfx.dsl.components.InputArtifact[standard_artifacts.ExampleAnomalies],
     report: tfx.dsl.components.OutputArtifact[ValidationReport],
     data_root: tfx.dsl.components.Parameter[str],
+    rating_scale: tfx.dsl.components.Parameter[str] = "",
 ) -> None:
   """Writes the reports, then raises DataValidationError if any split has anomalies."""
   split_names = artifact_utils.decode_split_names(anomalies.split_names)
@@ -80,4 +86,4 @@ def ValidationGate(  # pylint: disable=invalid-name
     raise DataValidationError(
         f"input data under {data_root} has anomalies against the curated schema; the run stops "
         f"before Transform and nothing is trained or pushed (report: {report.uri}):\n"
-        + describe(found, data_root))
+        + describe(found, data_root, rating_scale))
