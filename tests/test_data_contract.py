@@ -393,6 +393,10 @@ def test_curated_schema_takes_half_stars_and_a_configured_scale_is_written(tmp_p
       contract.parse_scale(bad)
   found = {"eval": [{"feature": "rating", "short": "Out-of-range values",
                      "description": "Unexpectedly small value: 0.25."}]}
-  _write_bytes(str(tmp_path / "data" / "interactions" / "a.csv"), _HEADER)
+  data = _write_bytes(str(tmp_path / "data" / "interactions" / "a.csv"),
+                      _HEADER + b"1,2,view,10,0.5\n1,3,view,11,0.25\n1,4,view,12,\n1,5,view,13,9\n")
   message = describe(found, str(tmp_path / "data"), "[0.5, 5]")
   assert "the configured rating scale is [0.5, 5]" in message and "--rating_scale" in message
+  # The rows outside the scale, by file and line (TFDV names only the feature).
+  assert f"{data}:3: column 'rating' value 0.25" in message
+  assert f"{data}:5: column 'rating' value 9" in message and f"{data}:2" not in message

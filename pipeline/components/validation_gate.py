@@ -39,11 +39,35 @@ def split_anomalies(anomalies_uri: str, split_names: List[str]) -> Dict[str, Lis
   return found
 
 
+# Rows quoted for an out-of-scale rating.
+MAX_RATING_ROWS = 20
+
+
+def out_of_scale_ratings(data_root: str, rating_scale: str, limit: int = MAX_RATING_ROWS
+                         ) -> List[str]:
+  """The first `limit` interaction rows whose rating is outside the scale, by file and line.
+
+  TFDV names the feature, not the rows; this streams the interactions (only on this failure
+  path) until it has found `limit` of them."""
+  low, high = contract.parse_scale(rating_scale.strip("[]"))
+  found: List[str] = []
+  for path in parsing.list_table_files(data_root, contract.INTERACTIONS):
+    for row in parsing.iter_file_rows(path, contract.INTERACTIONS):
+      if isinstance(row, parsing.RowError) or row["rating"] is None:
+        continue  # Rows the ExampleGen skipped.
+      if not low <= row["rating"] <= high:
+        found.append(f"{row[contract.SOURCE_FIELD]}: column 'rating' value {row['rating']:g}")
+        if len(found) >= limit:
+          return found
+  return found
+
+
 def describe(found: Dict[str, List[Dict[str, str]]], data_root: str,
              rating_scale: str = "") -> str:
   """A message that names every anomaly and the raw files its feature is read from (and, for
-  the rating, the configured scale and the flag that sets it)."""
+  the rating, the configured scale, the flag that sets it, and the first rows outside it)."""
   lines = []
+  rating_rows = None
   for split, items in found.items():
     for item in items:
       table = F.SOURCE_TABLE.get(item["feature"])
@@ -53,6 +77,9 @@ def describe(found: Dict[str, List[Dict[str, str]]], data_root: str,
       if item["feature"] == F.RATING and rating_scale:
         lines[-1] += (f"; the configured rating scale is {rating_scale}, set another with "
                       f"{contract.RATING_SCALE_FLAG}")
+        if rating_rows is None:  # Once, however many splits report it.
+          rating_rows = out_of_scale_ratings(data_root, rating_scale)
+          lines.extend(f"      {where}" for where in rating_rows)
   return "\n".join(lines)
 
 
