@@ -323,17 +323,17 @@ def check_invalid(summary: Mapping[str, Mapping[str, Any]], rows_read: int, poli
                     counted, describe_invalid(summary))
     return report
   if policy.invalid_rows == HALT:
-    why = ("fix them, or run with --invalid_rows skip to drop them (at most "
-           f"--max_invalid_share {policy.max_invalid_share:g} of the rows)")
+    why = ("Fix them, or run with --invalid_rows skip to drop them (at most "
+           f"--max_invalid_share {policy.max_invalid_share:g} of the rows).")
   elif unskippable:
-    why = f"--invalid_rows skip never drops these: {', '.join(unskippable)}"
+    why = f"--invalid_rows skip never drops these: {', '.join(unskippable)}."
   else:
-    why = (f"more than --max_invalid_share {policy.max_invalid_share:g} of the rows, so "
-           "--invalid_rows skip does not drop them")
+    why = (f"That is more than --max_invalid_share {policy.max_invalid_share:g} of the rows, so "
+           "--invalid_rows skip does not drop them.")
   raise contract.ContractError(
       f"input data under {data_root} has {counted}; the run stops before validation and "
-      f"training, and nothing is trained or pushed ({why}"
-      + (f"; report: {report_path}" if report_path else "") + "):\n" + describe_invalid(summary))
+      f"training, and nothing is trained or pushed. {why}"
+      + (f" Report: {report_path}." if report_path else "") + "\n" + describe_invalid(summary))
 
 
 class JoinInteractions(beam.PTransform):
