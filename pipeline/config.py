@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from pipeline.data.contract import CURATED_SCHEMA
 from transform.features import HISTORY_ALL_TRAINING
@@ -90,6 +90,17 @@ class PipelineConfig:
   output_root: str = os.path.join(REPO_ROOT, "outputs")
   pipeline_name: str = "recsys"
   schema_path: str = CURATED_SCHEMA
+  # The rating scale (min, max) ratings are validated against; None = the schema's own (the
+  # curated schema's is 0.5-5, MovieLens' half stars). Retrieval does not learn from the value.
+  rating_scale: Optional[Tuple[float, float]] = None
+  # Bad rows (unparseable, a timestamp in the future, an unknown item, a duplicate id): every one
+  # is found and reported in one pass, then "halt" stops the run, "skip" drops them (counted,
+  # reported) unless they are more than `max_invalid_share` of the rows read
+  # (pipeline/components/interaction_example_gen.py RowPolicy).
+  invalid_rows: str = "halt"
+  max_invalid_share: float = 0.01
+  # A timestamp later than the run's clock plus this many seconds is a bad row (None: no check).
+  max_clock_skew_s: Optional[float] = 86400.0
   # The fraction of every user's interactions held out as the eval split (it gates the
   # retrieval model and the cross-encoder; the ranker's gate lists come from the training
   # split's folds). Every held-out interaction is lost to the served sources: EASE fit without

@@ -12,6 +12,7 @@ import os
 from typing import List
 
 from pipeline.config import CrossEncoderStage, PipelineConfig, RankingStage
+from pipeline.data.contract import parse_scale
 from transform.features import EVAL_SPLITS, HISTORY_SCOPES, PAIRED_EVAL_SPLIT
 
 
@@ -25,6 +26,13 @@ def _stage_switch(parser: argparse.ArgumentParser, stage: str, what: str, in_dem
                       help=f"leave {what} out, also with --movielens")
 
 
+def _scale(text: str):
+  try:
+    return parse_scale(text)
+  except ValueError as e:
+    raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
   """The flags of the pipeline itself, the same for every runner."""
   defaults = PipelineConfig(data_root="")
@@ -33,6 +41,19 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--schema_path", default=None,
                       help="curated schema (schema.pbtxt) to validate against; default "
                            "pipeline/schema/retrieval_schema.pbtxt")
+  parser.add_argument("--rating_scale", type=_scale, default=None, metavar="MIN,MAX",
+                      help="the scale ratings are validated against, e.g. 1,5 or 0,10 (default: "
+                           "the schema's, 0.5,5 in the curated one: MovieLens' half stars)")
+  parser.add_argument("--invalid_rows", choices=("halt", "skip"), default=defaults.invalid_rows,
+                      help="bad rows (every one is reported, with file, line and column): halt "
+                           "the run (default), or skip them, counted and reported")
+  parser.add_argument("--max_invalid_share", type=float, default=defaults.max_invalid_share,
+                      help="with --invalid_rows skip: the share of rows read that may be "
+                           f"dropped; more halts the run (default {defaults.max_invalid_share})")
+  parser.add_argument("--max_clock_skew_s", type=float, default=defaults.max_clock_skew_s,
+                      help="a timestamp later than the run's clock plus this many seconds is a "
+                           f"bad row (default {defaults.max_clock_skew_s:g}); a negative value "
+                           "turns the check off")
   parser.add_argument("--history_scope", choices=HISTORY_SCOPES, default=defaults.history_scope,
                       help="each example's history: the user's other training items (logs "
                            "whose order means nothing, the default), or items from strictly "
@@ -146,6 +167,11 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
                           if args.ranker else None)
   if args.schema_path:
     config.schema_path = args.schema_path
+  if args.rating_scale:
+    config.rating_scale = args.rating_scale
+  config.invalid_rows = args.invalid_rows
+  config.max_invalid_share = args.max_invalid_share
+  config.max_clock_skew_s = None if args.max_clock_skew_s < 0 else args.max_clock_skew_s
   if args.gate_metrics:
     config.gate_metrics = args.gate_metrics
   if args.regression_tolerance is not None:

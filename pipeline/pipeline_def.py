@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from typing import List, Optional
 
 from tfx import v1 as tfx
@@ -23,7 +24,8 @@ from pipeline.components.bandit_policy_trainer import BanditPolicyTrainer
 from pipeline.components.content_embedder import ContentEmbedder
 from pipeline.components.cross_encoder_evaluator import CrossEncoderEvaluator
 from pipeline.components.cross_encoder_miner import CrossEncoderMiner
-from pipeline.components.interaction_example_gen import SplitSettings, interaction_example_gen
+from pipeline.components.interaction_example_gen import (RowPolicy, SplitSettings,
+                                                         interaction_example_gen)
 from pipeline.components.item_to_item_trainer import ItemToItemTrainer
 from pipeline.components.popularity_baseline import PopularityBaseline
 from pipeline.components.ranker_evaluator import RankerEvaluator
@@ -35,6 +37,7 @@ from pipeline.components.serving_pusher import pusher_id, serving_root_pusher
 from pipeline.components.validation_gate import ValidationGate
 from pipeline.config import CrossEncoderStage, PipelineConfig, RankingStage
 from pipeline.evaluation.report import EvaluationReport
+from pipeline.data import contract, rating_scale
 from pipeline.data.examples import EVAL, TRAIN
 from serving.models_config import (BANDIT, CROSS_ENCODER, ITEM_TO_ITEM, POPULARITY, RANKER,
                                    RETRIEVAL)
@@ -193,14 +196,21 @@ def create_components(config: PipelineConfig) -> List[BaseNode]:
   """The components in execution order."""
   example_gen = interaction_example_gen(config.data_root, SplitSettings(
       eval_fraction=config.eval_fraction, history_scope=config.history_scope,
-      eval_split=config.eval_split, folds=config.ranking.folds if config.ranking else 0))
+      eval_split=config.eval_split, folds=config.ranking.folds if config.ranking else 0),
+      RowPolicy(invalid_rows=config.invalid_rows, max_invalid_share=config.max_invalid_share,
+                max_clock_skew_s=config.max_clock_skew_s))
+  # The configured rating scale, written into a copy of the schema (rating_scale.py).
+  schema_path = rating_scale.schema_with_rating_scale(
+      config.schema_path, config.rating_scale, os.path.join(config.pipeline_root, "_schemas"))
+  scale = rating_scale.schema_rating_scale(schema_path)
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-  schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
+  schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path)
   example_validator = tfx.components.ExampleValidator(
       statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
   validation_gate = ValidationGate(
       statistics=statistics_gen.outputs["statistics"],
-      anomalies=example_validator.outputs["anomalies"], data_root=config.data_root)
+      anomalies=example_validator.outputs["anomalies"], data_root=config.data_root,
+      rating_scale=contract.format_scale(scale) if scale else "")
 
   transform = tfx.components.Transform(
       examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],

@@ -67,10 +67,26 @@ def stage_outcome(store, pipeline_name: str, stage: Stage) -> Dict[str, Any]:
   return outcome
 
 
+def invalid_rows(store, pipeline_name: str) -> Optional[Dict[str, Any]]:
+  """The bad rows the ExampleGen skipped (--invalid_rows skip): counts per kind and the
+  report's path (interaction_example_gen.py INVALID_ROWS_REPORT)."""
+  examples = _latest_output(store, pipeline_name, "InteractionExampleGen", "Examples")
+  path = examples and os.path.join(examples.uri, "invalid_rows.json")
+  if not path or not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    found = json.load(f)
+  return {"skipped": found["invalid_rows"], "rows_read": found["rows_read"], "report": path,
+          "kinds": {kind: entry["count"] for kind, entry in found["kinds"].items()}}
+
+
 def run_outcome(config: PipelineConfig) -> Dict[str, Any]:
   """The retriever's outcome at the top level; every other stage's under its model name."""
   outcome: Dict[str, Any] = {}
   with metadata.Metadata(metadata.sqlite_metadata_connection_config(config.metadata_path)) as m:
+    skipped = invalid_rows(m.store, config.pipeline_name)
+    if skipped:
+      outcome["invalid_rows"] = skipped
     for stage in pipeline_def.stages(config):
       found = stage_outcome(m.store, config.pipeline_name, stage)
       if stage == pipeline_def.RETRIEVAL_STAGE:
@@ -107,6 +123,11 @@ def report(summary: Dict[str, Any], stages: Sequence[Stage] = pipeline_def.ALL_S
   lines = [f"run {summary['run_id']}: {summary['status']} in {summary['seconds']} s"]
   if summary["status"] != "succeeded":
     lines.append(summary["error"])
+  skipped = summary.get("invalid_rows")
+  if skipped and skipped["skipped"]:
+    kinds = "; ".join(f"{kind}: {count}" for kind, count in skipped["kinds"].items())
+    lines.append(f"skipped {skipped['skipped']} invalid row(s) of {skipped['rows_read']} read "
+                 f"(--invalid_rows skip): {kinds}; report: {skipped['report']}")
   for stage in stages:
     lines += _stage_lines(stage, summary if stage == pipeline_def.RETRIEVAL_STAGE
                           else summary.get(stage.model_name, {}))

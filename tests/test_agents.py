@@ -143,7 +143,7 @@ def test_bad_logs_are_skipped_and_counted():
                                reward_kind=RATING, policy=SKIP)
   assert keep.tolist() == [True, False, False, True]
   assert report.problems == {"propensity: zero or negative": 1,
-                             "reward: outside the rating scale [1, 5]": 1,
+                             "reward: outside the rating scale [0.5, 5]": 1,
                              "position: before the first slot": 1}
   assert report.n_kept == 2 and "2 rows dropped (skip)" in report.summary()
 

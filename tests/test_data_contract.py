@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.util import assert_that, equal_to, is_empty
 
-from pipeline.data import contract, movielens
+from pipeline.data import contract, movielens, parsing
 from pipeline.data.beam_io import ReadTable
 from pipeline.data.contract import ContractError
 from pipeline.data.parsing import list_table_files, parse_row, read_file_rows
@@ -146,7 +146,8 @@ def test_csv_jsonl_parquet_read_back_identically(tmp_path) -> None:
   sources = [r[contract.SOURCE_FIELD] for r in read_file_rows(jsonl_path, "items")]
   assert sources == [f"{jsonl_path}:1", f"{jsonl_path}:3", f"{jsonl_path}:5"]
   sources = [r[contract.SOURCE_FIELD] for r in read_file_rows(parquet_path, "items")]
-  assert sources == [f"{parquet_path}:0", f"{parquet_path}:1", f"{parquet_path}:2"]
+  # Parquet rows count from 1, as CSV and JSONL lines do.
+  assert sources == [f"{parquet_path}:1", f"{parquet_path}:2", f"{parquet_path}:3"]
 
 
 @pytest.mark.parametrize("value,expected", [
@@ -284,3 +285,118 @@ def test_read_table_in_beam_pipeline(tmp_path) -> None:
 def test_read_table_fails_at_construction_without_required_table(tmp_path) -> None:
   with pytest.raises(ContractError, match="items"):
     ReadTable(str(tmp_path), "items")
+
+
+# --- Errors that name file, line and column (issue 13) ----------------------------------------
+
+_HEADER = b"user_id,item_id,event,timestamp,rating\n"
+
+
+def _write_bytes(path: str, data: bytes) -> str:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "wb") as f:
+    f.write(data)
+  return path
+
+
+def test_latin1_bytes_name_file_line_and_column(tmp_path) -> None:
+  path = _write_bytes(str(tmp_path / "log.csv"),
+                      _HEADER + b"1,2,view,10,4\n1,caf\xe9,view,11,3\n1,3,view,12,4\n")
+  rows = read_file_rows(path, "interactions")
+  assert next(rows)["item_id"] == "2"
+  with pytest.raises(ContractError) as error:
+    next(rows)
+  message = str(error.value)
+  assert f"{path}:3" in message and "'item_id'" in message and "not UTF-8" in message
+  assert "café" in message and "while running" not in message
+  # The bad row is one row: the rest of the file still reads.
+  assert [r if isinstance(r, dict) else r.kind
+          for r in parsing.iter_file_rows(path, "interactions")][2]["item_id"] == "3"
+
+
+def test_binary_file_named_as_not_csv(tmp_path) -> None:
+  path = _write_bytes(str(tmp_path / "photo.csv"), b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+  with pytest.raises(ContractError, match=r"photo\.csv:1: the header .* is this a CSV file"):
+    list(read_file_rows(path, "interactions"))
+
+
+def test_large_field_is_read_and_an_oversized_one_is_named(tmp_path, monkeypatch) -> None:
+  big = "x" * (1 << 20)  # 1 MB: past Python's default limit of 128 KiB, within ours.
+  path = _write_bytes(str(tmp_path / "log.csv"),
+                      _HEADER + f"1,2,view,10,4\n1,{big},view,11,3\n1,3,view,12,4\n".encode())
+  assert [r["item_id"] for r in read_file_rows(path, "interactions")] == ["2", big, "3"]
+  monkeypatch.setattr(parsing, "MAX_FIELD_CHARS", 1000)
+  results = list(parsing.iter_file_rows(path, "interactions"))
+  assert [r["item_id"] for r in results if isinstance(r, dict)] == ["2", "3"]
+  (error,) = [r for r in results if isinstance(r, parsing.RowError)]
+  assert f"{path}:3" in str(error) and "column 'item_id'" in str(error)
+  assert "longer than 1000 characters" in str(error) and len(str(error)) < 1000
+
+
+def test_unbalanced_quote_names_the_line_and_column_it_opened(tmp_path) -> None:
+  lines = ['1,2,view,10,4', '1,"oops,view,11,3', '1,3,view,12,4', '1,4,view,13,4', '1,"5,view,14,4',
+           '1,6,view,15,4']
+  path = _write_bytes(str(tmp_path / "log.csv"), _HEADER + "\n".join(lines).encode() + b"\n")
+  results = list(parsing.iter_file_rows(path, "interactions"))
+  assert [r["item_id"] for r in results if isinstance(r, dict)] == ["2", "6"]
+  (error,) = [r for r in results if isinstance(r, parsing.RowError)]
+  assert f"{path}:3: column 'item_id'" in str(error)
+  assert "opened on line 3 runs to line 6" in str(error) and "closing quote" in str(error)
+  # A quote never closed runs to the end of the file: named where it opened.
+  path = _write_bytes(str(tmp_path / "eof.csv"), _HEADER + b'1,2,view,10,4\n1,"2,view,11,3\n'
+                      b"1,3,view,12,4\n")
+  with pytest.raises(ContractError, match=r"eof\.csv:3: column 'item_id': a quoted field opened "
+                                          r"on line 3 is never closed"):
+    list(read_file_rows(path, "interactions"))
+  # A quoted field with a newline inside is still fine.
+  path = _write_bytes(str(tmp_path / "ok.csv"), _HEADER + b'1,"a\nb",view,10,4\n1,3,view,12,4\n')
+  assert [(r["item_id"], r[contract.SOURCE_FIELD]) for r in read_file_rows(path, "interactions")
+          ] == [("a\nb", f"{path}:2"), ("3", f"{path}:4")]
+
+
+def test_jsonl_error_names_line_column_and_the_whole_reason(tmp_path) -> None:
+  path = _write_bytes(str(tmp_path / "log.jsonl"),
+                      b'{"user_id": "1", "item_id": "2", "event": "view", "timestamp": 1}\n'
+                      b'{"user_id": "1", "item_id" "2", "event": "view", "timestamp": 1}\n')
+  with pytest.raises(ContractError) as error:
+    list(read_file_rows(path, "interactions"))
+  message = str(error.value)
+  assert f"{path}:2: column 28: not valid JSON: Expecting ':' delimiter" in message
+  assert '"item_id" "2"' in message
+
+
+def test_timestamp_in_the_future_is_a_bad_row() -> None:
+  raw = {"user_id": "1", "item_id": "2", "event": "view", "timestamp": "2030-01-01T00:00:00Z"}
+  assert parse_row("interactions", raw, "x.csv:2")["timestamp"] == 1893456000  # no check asked
+  with pytest.raises(parsing.RowError) as error:
+    parse_row("interactions", raw, "x.csv:2", max_timestamp=1893456000 - 1)
+  assert "x.csv:2: column 'timestamp'" in str(error.value) and "future" in str(error.value)
+  assert "--max_clock_skew_s" in str(error.value)
+
+
+# --- Rating scale (issue 13) -------------------------------------------------------------------
+
+
+def test_curated_schema_takes_half_stars_and_a_configured_scale_is_written(tmp_path) -> None:
+  from pipeline.components.validation_gate import describe
+  from pipeline.data import rating_scale
+  assert rating_scale.schema_rating_scale(contract.CURATED_SCHEMA) == (0.5, 5.0)
+  assert rating_scale.schema_with_rating_scale(
+      contract.CURATED_SCHEMA, (0.5, 5.0), str(tmp_path)) == contract.CURATED_SCHEMA
+  derived = rating_scale.schema_with_rating_scale(contract.CURATED_SCHEMA, (0.0, 10.0),
+                                                  str(tmp_path))
+  assert derived != contract.CURATED_SCHEMA and rating_scale.schema_rating_scale(derived) == (
+      0.0, 10.0)
+  assert contract.parse_scale(" 1, 5 ") == (1.0, 5.0)
+  for bad in ("5,1", "1", "a,b", "1,inf"):
+    with pytest.raises(ValueError, match="rating scale"):
+      contract.parse_scale(bad)
+  found = {"eval": [{"feature": "rating", "short": "Out-of-range values",
+                     "description": "Unexpectedly small value: 0.25."}]}
+  data = _write_bytes(str(tmp_path / "data" / "interactions" / "a.csv"),
+                      _HEADER + b"1,2,view,10,0.5\n1,3,view,11,0.25\n1,4,view,12,\n1,5,view,13,9\n")
+  message = describe(found, str(tmp_path / "data"), "[0.5, 5]")
+  assert "the configured rating scale is [0.5, 5]" in message and "--rating_scale" in message
+  # The rows outside the scale, by file and line (TFDV names only the feature).
+  assert f"{data}:3: column 'rating' value 0.25" in message
+  assert f"{data}:5: column 'rating' value 9" in message and f"{data}:2" not in message

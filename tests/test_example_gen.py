@@ -1,12 +1,14 @@
 """The Beam join behind InteractionExampleGen: history, splits, folds, join and its errors."""
 import csv
+import json
 import os
 
 import apache_beam as beam
 import pytest
 import tensorflow as tf
 
-from pipeline.components.interaction_example_gen import JoinInteractions, SplitSettings
+from pipeline.components.interaction_example_gen import (HALT, SKIP, JoinInteractions, RowPolicy,
+                                                         SplitSettings)
 from pipeline.data.contract import ContractError
 from pipeline.data.examples import EVAL, TRAIN
 from transform import features as F
@@ -41,12 +43,13 @@ def make_data_root(root, interactions=INTERACTIONS, items=ITEMS, users=USERS):
   return str(root)
 
 
-def _run(data_root, eval_fraction=0.25, history_scope=HISTORY_EARLIER, folds=0):
+def _run(data_root, eval_fraction=0.25, history_scope=HISTORY_EARLIER, folds=0,
+         policy=RowPolicy(), report_path=None):
   """Runs the join in a real Beam pipeline; returns {split: [parsed example dicts]}."""
   out_dir = os.path.join(data_root, "_examples")
   with beam.Pipeline() as p:
     splits = p | JoinInteractions(data_root, SplitSettings(eval_fraction, history_scope,
-                                                           folds=folds))
+                                                           folds=folds), policy, report_path)
     for split, examples in splits.items():
       _ = examples | f"Write[{split}]" >> beam.io.WriteToTFRecord(
           os.path.join(out_dir, split), shard_name_template="")
@@ -218,3 +221,106 @@ def test_unknown_history_scope_and_mismatched_eval_split_are_rejected():
     SplitSettings(history_scope="future")
   with pytest.raises(ValueError, match="does not pair with history_scope 'all_training'"):
     SplitSettings(history_scope=HISTORY_ALL_TRAINING, eval_split=F.EVAL_LATEST)
+
+
+# --- Every bad row in one pass; --invalid_rows skip (issue 13) ---------------------------------
+
+# Five untitled movies, an interaction with an item not in the catalog, one in the future, one
+# with a bad timestamp: all reported by one run.
+UNTITLED = [(f"m{k}", "", "Drama", "1990") for k in range(5)]
+BAD_INTERACTIONS = [("u2", "i9", "click", "", "160"), ("u2", "i2", "click", "", "4102444800"),
+                    ("u2", "i3", "click", "", "yesterday")]
+
+
+def test_every_bad_row_of_every_kind_is_reported_in_one_run(tmp_path):
+  root = make_data_root(tmp_path, interactions=INTERACTIONS + BAD_INTERACTIONS,
+                        items=ITEMS + UNTITLED)
+  report = os.path.join(str(tmp_path), "report", "invalid_rows.json")
+  with pytest.raises(Exception) as raised:
+    _run(root, report_path=report)
+  message = str(raised.value)
+  assert "ContractError" in repr(raised.value) or isinstance(raised.value, ContractError)
+  assert "8 invalid row(s) of 20 read" in message and "--invalid_rows skip" in message
+  assert "items: required column 'title' missing or empty: 5 row(s)" in message
+  for line in range(7, 12):  # every untitled movie, not just the first
+    assert f"catalog.csv:{line}: required column 'title'" in message
+  assert "log.csv:8: item_id 'i9' is not in the item catalog" in message
+  assert "log.csv:9: column 'timestamp'" in message and "in the future" in message
+  assert "log.csv:10: column 'timestamp' value 'yesterday'" in message
+  with open(report) as f:
+    kinds = json.load(f)["kinds"]
+  assert kinds["items: required column 'title' missing or empty"]["count"] == 5
+
+
+def test_bad_rows_per_kind_are_bounded_but_all_counted(tmp_path):
+  untitled = [(f"m{k}", "", "Drama", "1990") for k in range(30)]
+  root = make_data_root(tmp_path, items=ITEMS + untitled)
+  with pytest.raises(Exception) as raised:
+    _run(root)
+  message = str(raised.value)
+  assert "missing or empty: 30 row(s)" in message and "... and 10 more" in message
+  assert message.count("required column 'title' is missing") == 20
+  assert "catalog.csv:7:" in message and "catalog.csv:36:" not in message  # the first 20
+
+
+def test_skip_drops_bad_rows_counts_and_reports_them(tmp_path):
+  interactions = [(f"u{u}", "i1", "view", "", str(100 + u)) for u in range(40)]
+  root = make_data_root(tmp_path, interactions=interactions + BAD_INTERACTIONS[:2], users=[])
+  report = os.path.join(str(tmp_path), "report", "invalid_rows.json")
+  results = _run(root, policy=RowPolicy(invalid_rows=SKIP, max_invalid_share=0.1),
+                 report_path=report)
+  examples = results[TRAIN] + results[EVAL]
+  assert len(examples) == 40 and all(e["item_id"] == ["i1"] for e in examples)
+  with open(report) as f:
+    summary = json.load(f)
+  assert summary["invalid_rows"] == 2 and summary["rows_read"] == 47 and summary["policy"] == SKIP
+
+
+def test_skip_still_halts_beyond_the_share_and_on_duplicates(tmp_path):
+  root = make_data_root(tmp_path, interactions=INTERACTIONS + BAD_INTERACTIONS)
+  with pytest.raises(Exception, match=r"more than --max_invalid_share 0.01"):
+    _run(root, policy=RowPolicy(invalid_rows=SKIP))
+  root = make_data_root(tmp_path / "dup", items=ITEMS + [("i1", "Again", "", "")])
+  with pytest.raises(Exception, match=r"never drops these: items: duplicate item id"):
+    _run(root, policy=RowPolicy(invalid_rows=SKIP, max_invalid_share=1.0))
+
+
+def test_clock_skew_is_configurable():
+  with pytest.raises(ValueError, match="invalid_rows"):
+    RowPolicy(invalid_rows="drop")
+  with pytest.raises(ValueError, match="max_invalid_share"):
+    RowPolicy(max_invalid_share=2.0)
+  now = 1_000_000.0
+  assert JoinInteractions("/nowhere", policy=RowPolicy(max_clock_skew_s=60), now=now
+                          )._max_timestamp == now + 60
+  assert JoinInteractions("/nowhere", policy=RowPolicy(max_clock_skew_s=None)
+                          )._max_timestamp is None
+
+
+def test_component_under_skip_records_the_skipped_rows(tmp_path):
+  """Through TFX: the executor writes the report into the Examples artifact, sets
+  `invalid_rows_skipped` on it, and the run summary reads it back."""
+  from tfx import v1 as tfx
+  from tfx.orchestration import metadata
+
+  from pipeline import run_report
+  from pipeline.components.interaction_example_gen import interaction_example_gen
+  interactions = [(f"u{u}", "i1", "view", "", str(100 + u)) for u in range(40)]
+  root = make_data_root(tmp_path / "data", interactions=interactions + BAD_INTERACTIONS[:1],
+                        users=[])
+  db = str(tmp_path / "metadata.sqlite")
+  example_gen = interaction_example_gen(root, SplitSettings(0.25, HISTORY_EARLIER),
+                                        RowPolicy(invalid_rows=SKIP, max_invalid_share=0.05))
+  tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
+      pipeline_name="skip", pipeline_root=str(tmp_path / "root"), components=[example_gen],
+      metadata_connection_config=metadata.sqlite_metadata_connection_config(db)))
+  with metadata.Metadata(metadata.sqlite_metadata_connection_config(db)) as m:
+    found = run_report.invalid_rows(m.store, "skip")
+    (examples,) = m.store.get_artifacts_by_type("Examples")
+  assert found["skipped"] == 1 and found["kinds"] == {
+      "interactions: item_id not in the item catalog": 1}
+  assert examples.custom_properties["invalid_rows_skipped"].int_value == 1
+  summary = {"run_id": "r", "status": "succeeded", "seconds": 1, "summary_path": "s.json",
+             "invalid_rows": found}
+  assert "skipped 1 invalid row(s) of 46 read (--invalid_rows skip)" in run_report.report(
+      summary, stages=())

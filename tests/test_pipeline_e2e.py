@@ -131,7 +131,7 @@ def _corrupt_ratings(data_root):
   path = os.path.join(data_root, "interactions", "ratings.csv")
   with open(path) as f:
     rows = list(csv.reader(f))
-  rows[5][3] = "7"  # rating out of the 1-5 range
+  rows[5][3] = "7"  # rating out of the 0.5-5 scale
   rows[9][2] = "like"  # an event type the schema does not know
   with open(path, "w", newline="") as f:
     csv.writer(f).writerows(rows)
@@ -148,6 +148,8 @@ def test_anomalous_data_stops_before_training_and_pushes_nothing(slice_root, tmp
   error = summary["error"]
   assert "DataValidationError" in error
   assert "rating" in error and "event" in error and ratings_file in error
+  # The out-of-scale rating's row, by line (the header is line 1).
+  assert f"{ratings_file}:6: column 'rating' value 7" in error and "[0.5, 5]" in error
   for component in ("Transform", "Trainer", "RetrievalEvaluator", "retrieval_pusher"):
     assert not os.path.exists(os.path.join(config.pipeline_root, component)), component
   assert not os.path.exists(config.serving_root)

@@ -12,10 +12,16 @@ a changed one is a new span of examples.
 from __future__ import annotations
 
 import dataclasses
+import heapq
+import json
 import math
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Set, Tuple
+import os
+import time
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
 
 import apache_beam as beam
+import tensorflow as tf
+from absl import logging
 from google.protobuf import any_pb2, json_format, struct_pb2
 from tfx.components import FileBasedExampleGen
 from tfx.components.example_gen import base_example_gen_executor
@@ -25,7 +31,7 @@ from tfx.types import standard_component_specs
 from tfx.utils import proto_utils
 
 from pipeline.data import contract
-from pipeline.data.beam_io import ReadTable
+from pipeline.data.beam_io import INVALID, ReadTable
 from pipeline.data.examples import EVAL, SPLITS, TRAIN, encode_example, stable_hash
 from transform import features as F
 from transform.features import HISTORY_ALL_TRAINING, HISTORY_EARLIER, HISTORY_SCOPES
@@ -65,10 +71,21 @@ def _training_folds(user_id: str, events: List[Dict[str, Any]], training: List[i
   return {i: 0 for i in training[len(training) - latest:]}
 
 
-def _duplicate_error(table: str, key: str, rows: List[Mapping[str, Any]]) -> contract.ContractError:
-  sources = ", ".join(row[contract.SOURCE_FIELD] for row in rows)
-  return contract.ContractError(
-      f"{table}: duplicate {table[:-1]} id {key!r} in rows {sources}; ids must be unique")
+def _duplicate_record(table: str, key: str, rows: List[Mapping[str, Any]]) -> Dict[str, Any]:
+  """A bad-row record (see beam_io.invalid_record) for an id that several rows have; never
+  skipped: which row is the right one is for a person to say."""
+  def where(source: str) -> Tuple[str, int]:
+    path, _, line = source.rpartition(":")
+    return path, int(line) if line.isdigit() else 0
+  sources = sorted((row[contract.SOURCE_FIELD] for row in rows), key=where)
+  shown = ", ".join(sources[:MAX_EXAMPLES_PER_KIND]) + (
+      f" and {len(sources) - MAX_EXAMPLES_PER_KIND} more" if len(sources) > MAX_EXAMPLES_PER_KIND
+      else "")
+  path, line = where(sources[0])
+  return {"kind": f"{table}: duplicate {table[:-1]} id", "path": path, "line": line,
+          "skippable": False,
+          "message": f"{table}: duplicate {table[:-1]} id {key!r} in rows {shown}; ids must be "
+                     "unique"}
 
 
 def _earlier_positions(events: List[Dict[str, Any]]) -> Iterator[Tuple[List[int], int]]:
@@ -104,17 +121,18 @@ def _other_training_positions(n_events: int, training: List[int]
 
 
 def user_timeline(user_id: str, grouped: Mapping[str, Iterable[Dict[str, Any]]],
-                  settings: "SplitSettings") -> Iterator[Tuple[str, Dict[str, Any]]]:
+                  settings: "SplitSettings") -> Iterator[Any]:
   """Orders one user's positive interactions by time and emits (item_id, example fields).
 
   Each example carries the user's history (see HISTORY_SCOPES; the most recent
   HISTORY_LENGTH items, most recent first), the folds of those history items, its own fold
   (training events) and its split (`eval_fraction` of the user's interactions are eval: the
-  latest, or a random subset, see EVAL_SPLITS).
+  latest, or a random subset, see EVAL_SPLITS). A duplicate user id goes to the INVALID
+  output.
   """
   user_rows = list(grouped[contract.USERS])
-  if len(user_rows) > 1:
-    raise _duplicate_error(contract.USERS, user_id, user_rows)
+  if len(user_rows) > 1:  # Reported; the first row stands in so that the pass goes on.
+    yield beam.pvalue.TaggedOutput(INVALID, _duplicate_record(contract.USERS, user_id, user_rows))
   events = sorted((row for row in grouped[contract.INTERACTIONS]
                    if row["event"] not in contract.NEGATIVE_EVENT_TYPES),
                   key=lambda row: (row["timestamp"], row["item_id"], row[contract.SOURCE_FIELD]))
@@ -150,19 +168,25 @@ def user_timeline(user_id: str, grouped: Mapping[str, Iterable[Dict[str, Any]]],
 
 
 def attach_item(item_id: str, grouped: Mapping[str, Iterable[Dict[str, Any]]]
-                ) -> Iterator[Dict[str, Any]]:
+                ) -> Iterator[Any]:
   """Adds the catalog's item features to every interaction with that item.
 
-  The interactions are streamed, never listed: a popular item's group can be large.
+  The interactions are streamed, never listed: a popular item's group can be large. A duplicate
+  catalog id and an interaction whose item is not in the catalog go to the INVALID output.
   """
   item_rows = list(grouped[contract.ITEMS])
-  if len(item_rows) > 1:
-    raise _duplicate_error(contract.ITEMS, item_id, item_rows)
+  if len(item_rows) > 1:  # Reported; the first row stands in so that the pass goes on.
+    yield beam.pvalue.TaggedOutput(INVALID, _duplicate_record(contract.ITEMS, item_id, item_rows))
   for fields in grouped["interactions"]:
     if not item_rows:
-      raise contract.ContractError(
-          f"interactions row {fields[contract.SOURCE_FIELD]}: item_id {item_id!r} is not in the "
-          "item catalog (items/)")
+      source = fields[contract.SOURCE_FIELD]
+      path, _, line = source.rpartition(":")
+      yield beam.pvalue.TaggedOutput(INVALID, {
+          "kind": "interactions: item_id not in the item catalog", "path": path,
+          "line": int(line) if line.isdigit() else 0, "skippable": True,
+          "message": f"interactions row {source}: item_id {item_id!r} is not in the item "
+                     "catalog (items/)"})
+      continue
     item = item_rows[0]
     yield dict(fields, **{F.TITLE: item["title"], F.DESCRIPTION: item["description"],
                           F.CATEGORIES: item["categories"], F.YEAR: item["year"],
@@ -206,17 +230,136 @@ class SplitSettings:
       raise ValueError(f"folds must be >= 0, got {self.folds}")
 
 
-class JoinInteractions(beam.PTransform):
-  """Raw tables under a data root -> {split name: serialized tf.Examples}."""
+HALT, SKIP = "halt", "skip"
+INVALID_ROW_POLICIES = (HALT, SKIP)
+# Bad rows quoted per kind in the report (all are counted).
+MAX_EXAMPLES_PER_KIND = 20
 
-  def __init__(self, data_root: str, settings: SplitSettings = SplitSettings()):
+
+@dataclasses.dataclass(frozen=True)
+class RowPolicy:
+  """What the ExampleGen does with bad rows. Every bad row of every kind is found in one pass
+  and reported (counts per kind, the first MAX_EXAMPLES_PER_KIND of each by file and line);
+  then `halt` stops the run, `skip` drops them, unless they are more than `max_invalid_share`
+  of the rows read or of a kind never skipped (an unreadable file, a duplicate id).
+  A timestamp more than `max_clock_skew_s` past the clock of the run is a bad row (None: no
+  check)."""
+  invalid_rows: str = HALT
+  max_invalid_share: float = 0.01
+  max_clock_skew_s: Optional[float] = 86400.0
+
+  def __post_init__(self):
+    if self.invalid_rows not in INVALID_ROW_POLICIES:
+      raise ValueError(f"invalid_rows must be one of {INVALID_ROW_POLICIES}, "
+                       f"got {self.invalid_rows!r}")
+    if not 0.0 <= self.max_invalid_share <= 1.0:
+      raise ValueError(f"max_invalid_share must be within [0, 1], got {self.max_invalid_share}")
+    if self.max_clock_skew_s is not None and self.max_clock_skew_s < 0:
+      raise ValueError(f"max_clock_skew_s must be >= 0, got {self.max_clock_skew_s}")
+
+
+class SummarizeInvalid(beam.CombineFn):
+  """Bad-row records -> {kind: {"count", "skippable", "examples": [(path, line, message)]}},
+  the examples bounded to the first MAX_EXAMPLES_PER_KIND by file and line."""
+
+  def create_accumulator(self) -> Dict[str, Dict[str, Any]]:
+    return {}
+
+  def add_input(self, summary, record):
+    entry = summary.setdefault(record["kind"], {"count": 0, "skippable": True, "examples": []})
+    entry["count"] += 1
+    entry["skippable"] = entry["skippable"] and record["skippable"]
+    entry["examples"].append((record["path"], record["line"], record["message"]))
+    if len(entry["examples"]) > 2 * MAX_EXAMPLES_PER_KIND:
+      entry["examples"] = heapq.nsmallest(MAX_EXAMPLES_PER_KIND, entry["examples"])
+    return summary
+
+  def merge_accumulators(self, summaries):
+    merged: Dict[str, Dict[str, Any]] = {}
+    for summary in summaries:
+      for kind, entry in summary.items():
+        into = merged.setdefault(kind, {"count": 0, "skippable": True, "examples": []})
+        into["count"] += entry["count"]
+        into["skippable"] = into["skippable"] and entry["skippable"]
+        into["examples"] = heapq.nsmallest(MAX_EXAMPLES_PER_KIND,
+                                           into["examples"] + entry["examples"])
+    return merged
+
+  def extract_output(self, summary):
+    return {kind: dict(entry, examples=[list(e) for e in heapq.nsmallest(
+        MAX_EXAMPLES_PER_KIND, entry["examples"])]) for kind, entry in sorted(summary.items())}
+
+
+def describe_invalid(summary: Mapping[str, Mapping[str, Any]]) -> str:
+  lines = []
+  for kind, entry in summary.items():
+    lines.append(f"  {kind}: {entry['count']} row(s)"
+                 + ("" if entry["skippable"] else " (never skipped)"))
+    lines.extend(f"    {message}" for _, _, message in entry["examples"])
+    if entry["count"] > len(entry["examples"]):
+      lines.append(f"    ... and {entry['count'] - len(entry['examples'])} more")
+  return "\n".join(lines)
+
+
+def check_invalid(summary: Mapping[str, Mapping[str, Any]], rows_read: int, policy: RowPolicy,
+                  data_root: str, report_path: Optional[str] = None) -> Dict[str, Any]:
+  """After the pass: writes the report, then raises one ContractError naming every kind of bad
+  row (halt; skip with too many or unskippable ones), or logs what `skip` dropped."""
+  invalid = sum(entry["count"] for entry in summary.values())
+  share = invalid / max(rows_read, 1)
+  report = {"policy": policy.invalid_rows, "rows_read": rows_read, "invalid_rows": invalid,
+            "invalid_share": share, "max_invalid_share": policy.max_invalid_share,
+            "kinds": summary}
+  if report_path:
+    tf.io.gfile.makedirs(os.path.dirname(report_path))
+    with tf.io.gfile.GFile(report_path, "w") as f:
+      json.dump(report, f, indent=2)
+  if not invalid:
+    return report
+  unskippable = [kind for kind, entry in summary.items() if not entry["skippable"]]
+  counted = f"{invalid} invalid row(s) of {rows_read} read ({share:.2%})"
+  if policy.invalid_rows == SKIP and not unskippable and share <= policy.max_invalid_share:
+    logging.warning("InteractionExampleGen: skipped %s under --invalid_rows skip:\n%s",
+                    counted, describe_invalid(summary))
+    return report
+  if policy.invalid_rows == HALT:
+    why = ("Fix them, or run with --invalid_rows skip to drop them (at most "
+           f"--max_invalid_share {policy.max_invalid_share:g} of the rows).")
+  elif unskippable:
+    why = f"--invalid_rows skip never drops these: {', '.join(unskippable)}."
+  else:
+    why = (f"That is more than --max_invalid_share {policy.max_invalid_share:g} of the rows, so "
+           "--invalid_rows skip does not drop them.")
+  raise contract.ContractError(
+      f"input data under {data_root} has {counted}; the run stops before validation and "
+      f"training, and nothing is trained or pushed. {why}"
+      + (f" Report: {report_path}." if report_path else "") + "\n" + describe_invalid(summary))
+
+
+class JoinInteractions(beam.PTransform):
+  """Raw tables under a data root -> {split name: serialized tf.Examples}.
+
+  Bad rows of every kind (unparseable, a timestamp in the future, an unknown item, a duplicate
+  id) are collected in the same pass; at the end `check_invalid` halts or, under `skip`, lets the
+  examples without them through (see RowPolicy). `now`: the clock timestamps are checked
+  against (default: the time the pipeline is built)."""
+
+  def __init__(self, data_root: str, settings: SplitSettings = SplitSettings(),
+               policy: RowPolicy = RowPolicy(), report_path: Optional[str] = None,
+               now: Optional[float] = None):
     super().__init__()
     self._data_root = data_root
     self._settings = settings
+    self._policy = policy
+    self._report_path = report_path
+    self._max_timestamp = (None if policy.max_clock_skew_s is None
+                           else (time.time() if now is None else now) + policy.max_clock_skew_s)
 
   def expand(self, pbegin: beam.pvalue.PBegin) -> Dict[str, beam.PCollection]:
-    tables = {table: (pbegin | f"Read[{table}]" >> ReadTable(self._data_root, table))
-              for table in contract.TABLES}
+    read = {table: (pbegin | f"Read[{table}]" >> ReadTable(
+        self._data_root, table, self._max_timestamp, invalid_rows=True))
+            for table in contract.TABLES}
+    tables = {table: outputs["rows"] for table, outputs in read.items()}
     by_user = ({
         contract.INTERACTIONS: tables[contract.INTERACTIONS] | "KeyByUser" >> beam.Map(
             lambda row: (row["user_id"], row)),
@@ -224,15 +367,29 @@ class JoinInteractions(beam.PTransform):
             lambda row: (row["user_id"], row)),
     } | "GroupByUser" >> beam.CoGroupByKey())
     settings = self._settings
-    rows = by_user | "Timeline" >> beam.FlatMap(
-        lambda keyed: user_timeline(keyed[0], keyed[1], settings))
-    joined = ({
-        "interactions": rows,
+    timeline = by_user | "Timeline" >> beam.FlatMap(
+        lambda keyed: user_timeline(keyed[0], keyed[1], settings)).with_outputs(
+            INVALID, main="rows")
+    attached = ({
+        "interactions": timeline.rows,
         contract.ITEMS: tables[contract.ITEMS] | "KeyItems" >> beam.Map(
             lambda row: (row["item_id"], row)),
     } | "GroupByItem" >> beam.CoGroupByKey()
-              | "AttachItem" >> beam.FlatMapTuple(attach_item))
-    parts = joined | "Split" >> beam.Partition(
+                | "AttachItem" >> beam.FlatMapTuple(attach_item).with_outputs(
+                    INVALID, main="rows"))
+    invalid = ([outputs[INVALID] for outputs in read.values()]
+               + [timeline[INVALID], attached[INVALID]]) | "AllInvalid" >> beam.Flatten()
+    parse_invalid = [outputs[INVALID] for outputs in read.values()]
+    rows_read = ((list(tables.values()) + parse_invalid) | "AllRead" >> beam.Flatten()
+                 | "One" >> beam.Map(lambda _: 1)
+                 | "CountRead" >> beam.CombineGlobally(sum))
+    policy, data_root, report_path = self._policy, self._data_root, self._report_path
+    _ = (invalid | "SummarizeInvalid" >> beam.CombineGlobally(SummarizeInvalid())
+         | "CheckInvalid" >> beam.Map(
+             lambda summary, read_count: check_invalid(summary, read_count, policy, data_root,
+                                                       report_path),
+             read_count=beam.pvalue.AsSingleton(rows_read)))
+    parts = attached.rows | "Split" >> beam.Partition(
         lambda fields, _: SPLITS.index(fields["split"]), len(SPLITS))
     return {split: parts[i] | f"ToExample[{split}]" >> beam.Map(to_example)
             for i, split in enumerate(SPLITS)}
@@ -249,8 +406,20 @@ def _custom_settings(exec_properties: Mapping[str, Any]) -> Dict[str, Any]:
   return json_format.MessageToDict(settings)
 
 
+INVALID_ROWS_REPORT = "invalid_rows.json"
+_POLICY_FIELDS = tuple(field.name for field in dataclasses.fields(RowPolicy))
+
+
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
   """Overrides the split step itself: the split is per user (SplitSettings), not by hash."""
+
+  def Do(self, input_dict, output_dict, exec_properties) -> None:
+    examples = output_dict[standard_component_specs.EXAMPLES_KEY][0]
+    self._report_path = os.path.join(examples.uri, INVALID_ROWS_REPORT)
+    super().Do(input_dict, output_dict, exec_properties)
+    if tf.io.gfile.exists(self._report_path):  # The bad rows skipped, on the artifact.
+      with tf.io.gfile.GFile(self._report_path) as f:
+        examples.set_int_custom_property("invalid_rows_skipped", json.load(f)["invalid_rows"])
 
   def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
     raise NotImplementedError("InteractionExampleGen builds all splits in GenerateExamplesByBeam")
@@ -259,15 +428,18 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
                              ) -> Dict[str, beam.PCollection]:
     settings = _custom_settings(exec_properties)
     data_root = exec_properties[standard_component_specs.INPUT_BASE_KEY]
+    policy = RowPolicy(**{k: settings[k] for k in _POLICY_FIELDS if k in settings})
     return pipeline | "JoinInteractions" >> JoinInteractions(data_root, SplitSettings(
         eval_fraction=float(settings["eval_fraction"]), history_scope=settings["history_scope"],
-        eval_split=settings["eval_split"], folds=int(settings["folds"])))
+        eval_split=settings["eval_split"], folds=int(settings["folds"])), policy,
+        report_path=getattr(self, "_report_path", None))
 
 
-def interaction_example_gen(data_root: str, settings: SplitSettings) -> FileBasedExampleGen:
+def interaction_example_gen(data_root: str, settings: SplitSettings,
+                            policy: RowPolicy = RowPolicy()) -> FileBasedExampleGen:
   """The component: every file under the data root's table folders is one input span."""
   packed_settings = struct_pb2.Struct()
-  packed_settings.update(dataclasses.asdict(settings))
+  packed_settings.update(dict(dataclasses.asdict(settings), **dataclasses.asdict(policy)))
   packed = any_pb2.Any()
   packed.Pack(packed_settings)
   return FileBasedExampleGen(

@@ -15,7 +15,7 @@ from tfx import v1 as tfx
 from tfx.types import artifact_utils, standard_artifacts
 
 from pipeline.components.artifacts import ValidationReport
-from pipeline.data import parsing
+from pipeline.data import contract, parsing
 from transform import features as F
 
 
@@ -39,15 +39,47 @@ def split_anomalies(anomalies_uri: str, split_names: List[str]) -> Dict[str, Lis
   return found
 
 
-def describe(found: Dict[str, List[Dict[str, str]]], data_root: str) -> str:
-  """A message that names every anomaly and the raw files its feature is read from."""
+# Rows quoted for an out-of-scale rating.
+MAX_RATING_ROWS = 20
+
+
+def out_of_scale_ratings(data_root: str, rating_scale: str, limit: int = MAX_RATING_ROWS
+                         ) -> List[str]:
+  """The first `limit` interaction rows whose rating is outside the scale, by file and line.
+
+  TFDV names the feature, not the rows; this streams the interactions (only on this failure
+  path) until it has found `limit` of them."""
+  low, high = contract.parse_scale(rating_scale.strip("[]"))
+  found: List[str] = []
+  for path in parsing.list_table_files(data_root, contract.INTERACTIONS):
+    for row in parsing.iter_file_rows(path, contract.INTERACTIONS):
+      if isinstance(row, parsing.RowError) or row["rating"] is None:
+        continue  # Rows the ExampleGen skipped.
+      if not low <= row["rating"] <= high:
+        found.append(f"{row[contract.SOURCE_FIELD]}: column 'rating' value {row['rating']:g}")
+        if len(found) >= limit:
+          return found
+  return found
+
+
+def describe(found: Dict[str, List[Dict[str, str]]], data_root: str,
+             rating_scale: str = "") -> str:
+  """A message that names every anomaly and the raw files its feature is read from (and, for
+  the rating, the configured scale, the flag that sets it, and the first rows outside it)."""
   lines = []
+  rating_rows = None
   for split, items in found.items():
     for item in items:
       table = F.SOURCE_TABLE.get(item["feature"])
       files = ", ".join(parsing.list_table_files(data_root, table)) if table else "(derived)"
       lines.append(f"  [{split}] {item['feature']}: {item['short']}: {item['description']} "
                    f"(from {table or 'the join'} files: {files})")
+      if item["feature"] == F.RATING and rating_scale:
+        lines[-1] += (f"; the configured rating scale is {rating_scale}, set another with "
+                      f"{contract.RATING_SCALE_FLAG}")
+        if rating_rows is None:  # Once, however many splits report it.
+          rating_rows = out_of_scale_ratings(data_root, rating_scale)
+          lines.extend(f"      {where}" for where in rating_rows)
   return "\n".join(lines)
 
 
@@ -57,6 +89,7 @@ def ValidationGate(  # pylint: disable=invalid-name
     anomalies: tfx.dsl.components.InputArtifact[standard_artifacts.ExampleAnomalies],
     report: tfx.dsl.components.OutputArtifact[ValidationReport],
     data_root: tfx.dsl.components.Parameter[str],
+    rating_scale: tfx.dsl.components.Parameter[str] = "",
 ) -> None:
   """Writes the reports, then raises DataValidationError if any split has anomalies."""
   split_names = artifact_utils.decode_split_names(anomalies.split_names)
@@ -80,4 +113,4 @@ def ValidationGate(  # pylint: disable=invalid-name
     raise DataValidationError(
         f"input data under {data_root} has anomalies against the curated schema; the run stops "
         f"before Transform and nothing is trained or pushed (report: {report.uri}):\n"
-        + describe(found, data_root))
+        + describe(found, data_root, rating_scale))

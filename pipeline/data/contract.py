@@ -13,6 +13,7 @@ ExampleGen and the serving feedback log all refer to it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Tuple
 
@@ -34,9 +35,31 @@ NEGATIVE_EVENT_TYPES: Tuple[str, ...] = (IMPRESSION,)
 EVENT_TYPES: Tuple[str, ...] = POSITIVE_EVENT_TYPES + NEGATIVE_EVENT_TYPES
 
 # The curated schema the pipeline validates examples against by default (value ranges, event
-# domain, required features); also where other modules read the rating scale from.
+# domain, required features, the default rating scale: 0.5-5, MovieLens' half stars); a run's
+# configured scale (--rating_scale) replaces its rating domain (pipeline/data/rating_scale.py).
 CURATED_SCHEMA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                               "schema", "retrieval_schema.pbtxt")
+
+# The flag that sets the rating scale (pipeline/data/rating_scale.py), named in errors.
+RATING_SCALE_FLAG = "--rating_scale MIN,MAX"
+
+
+def parse_scale(text: str) -> Tuple[float, float]:
+  """'0.5,5' -> (0.5, 5.0); refuses anything but two finite numbers, the first below the second."""
+  parts = [part.strip() for part in str(text).split(",")]
+  try:
+    low, high = (float(part) for part in parts)
+  except ValueError:
+    raise ValueError(f"rating scale must be MIN,MAX (two numbers, e.g. 0.5,5), got {text!r}"
+                     ) from None
+  if not (math.isfinite(low) and math.isfinite(high) and low < high):
+    raise ValueError(f"rating scale must be two finite numbers with MIN < MAX, got {text!r}")
+  return low, high
+
+
+def format_scale(scale: Tuple[float, float]) -> str:
+  return f"[{scale[0]:g}, {scale[1]:g}]"
+
 
 # In CSV files a list-valued column (categories) is one string joined with this separator.
 LIST_SEPARATOR = "|"
