@@ -89,9 +89,9 @@ def write_data_root(full_root: str, train: Sequence[Rating], data_root: str) -> 
     writer.writerows(train)
 
 
-def baseline_lists(train: Sequence[Rating], users: Sequence[str]
+def baseline_lists(train: Sequence[Rating], users: Sequence[str], k: int = K
                    ) -> Dict[str, Dict[str, List[str]]]:
-  """Top-10 per user of popularity and EASE(lambda 500), fit here on the training rows."""
+  """Top-k per user of popularity and EASE(lambda 500), fit here on the training rows."""
   items = sorted({r["item_id"] for r in train})
   index = {item: j for j, item in enumerate(items)}
   user_index = {u: i for i, u in enumerate(sorted({r["user_id"] for r in train}))}
@@ -108,7 +108,7 @@ def baseline_lists(train: Sequence[Rating], users: Sequence[str]
     row = matrix[user_index[user]]
     for name, scores in (("popularity", popularity.copy()), ("ease", row @ weights)):
       scores[row > 0] = -np.inf
-      lists[name][user] = [items[j] for j in np.argsort(-scores, kind="stable")[:K]]
+      lists[name][user] = [items[j] for j in np.argsort(-scores, kind="stable")[:k]]
   return lists
 
 
@@ -143,10 +143,12 @@ def scored(lists: Mapping[str, List[str]], relevant: Mapping[str, set]) -> Dict[
   return {name: round(values[name], 4) for name in METRICS}
 
 
-def spread(runs: Sequence[Mapping[str, float]]) -> Dict[str, Dict[str, float]]:
+def spread(runs: Sequence[Mapping[str, float]], names: Sequence[str] = METRICS
+           ) -> Dict[str, Dict[str, float]]:
+  """Mean, min and max over runs of each named metric."""
   return {name: {"mean": round(float(np.mean([r[name] for r in runs])), 4),
                  "min": round(float(np.min([r[name] for r in runs])), 4),
-                 "max": round(float(np.max([r[name] for r in runs])), 4)} for name in METRICS}
+                 "max": round(float(np.max([r[name] for r in runs])), 4)} for name in names}
 
 
 def pipeline_config(data_root: str, output_root: str, seed: int, demo: bool) -> PipelineConfig:
