@@ -7,10 +7,10 @@ Keys, all under one prefix (default `recsys:user:`), hold strings only (nothing 
   <prefix><user>:impressions  sorted set: shown slot (`user_state.impression_key`) -> time
   <prefix><user>:seen         sorted set of one member, "t", scored by the last-seen time
 
-A read is one pipelined round trip (ZREVRANGE, ZREVRANGE, ZSCORE); a write one MULTI/EXEC
-round trip that also refreshes the user's TTL. ZADD GT keeps each member's latest time,
-ZREMRANGEBYRANK the newest N: the embedded store's rule (`user_state.keep_latest`), so both
-answer alike.
+A read is one round trip (a read-only script: ZREVRANGE, ZREVRANGE, ZSCORE, answered as one
+JSON string); a write one MULTI/EXEC round trip that also refreshes the user's TTL. ZADD GT
+keeps each member's latest time, ZREMRANGEBYRANK the newest N: the embedded store's rule
+(`user_state.keep_latest`), so both answer alike.
 
 At start the data root's recent events are merged in, idempotently (a slot or item Redis
 already has keeps its latest time), so a fresh or flushed Redis starts where the pipeline's
@@ -24,6 +24,7 @@ answer) and writes are dropped, counted and logged; the feedback log still has t
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -40,6 +41,19 @@ from serving.user_state import (Bounds, Profiles, RecentEvents, UserState, UserS
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _SEEN = "t"  # the one member of a user's :seen sorted set
+# A user's state as one reply of one JSON string: redis-py parses replies element by element in
+# Python (a pipelined read of 105 items with their times and 100 impressions took 0.59 ms, this
+# 0.40 ms; json.loads is C). Read-only; EVALSHA sends its hash, loading it once per Redis start.
+_READ = """
+local function newest(key, n, scores)
+  if n <= 0 then return {} end
+  if scores then return redis.call('ZREVRANGE', key, 0, n - 1, 'WITHSCORES') end
+  return redis.call('ZREVRANGE', key, 0, n - 1)
+end
+return cjson.encode({newest(KEYS[1], tonumber(ARGV[1]), true),
+                     newest(KEYS[2], tonumber(ARGV[2]), false),
+                     redis.call('ZSCORE', KEYS[3], ARGV[3])})
+"""
 _SEED_USERS_PER_ROUND_TRIP = 1000
 
 
@@ -96,6 +110,7 @@ class RedisUserState(UserStateStore):
     kwargs = pool.connection_kwargs
     self.where = f"redis {kwargs.get('host', kwargs.get('path', ''))}:{kwargs.get('port', '')}"
     self._redis = redis.Redis(connection_pool=pool)
+    self._read = self._redis.register_script(_READ)
     self._lock = threading.Lock()
     self._counts = {"failures": 0, "skipped": 0, "seeded_users": 0}
     self._stop = threading.Event()
@@ -130,20 +145,17 @@ class RedisUserState(UserStateStore):
 
   def state(self, user_id: str) -> UserState:
     profile = self._profiles.get(user_id)
-
-    def read():
-      pipe = self._redis.pipeline(transaction=False)
-      pipe.zrevrange(self._key(user_id, "history"), 0, self._bounds.history - 1, withscores=True)
-      pipe.zrevrange(self._key(user_id, "impressions"), 0, self._bounds.impressions - 1)
-      pipe.zscore(self._key(user_id, "seen"), _SEEN)
-      return pipe.execute()
-
-    answer = self._guarded("read", read)
+    keys = [self._key(user_id, part) for part in ("history", "impressions", "seen")]
+    answer = self._guarded("read", lambda: self._read(keys=keys, args=[
+        self._bounds.history, self._bounds.impressions, _SEEN]))
     if answer is None:
       return UserState(profile, available=False)
-    history, impressions, seen = answer
-    return UserState(profile, tuple((item, int(score)) for item, score in history),
-                     tuple(shown_item(key) for key in impressions), int(seen or 0))
+    history, impressions, seen = json.loads(answer)
+    history, impressions = history or [], impressions or []  # an empty Lua table is {}
+    return UserState(profile, tuple((item, int(float(score)))
+                                    for item, score in zip(history[::2], history[1::2])),
+                     tuple(shown_item(key) for key in impressions),
+                     int(float(seen)) if seen else 0)
 
   def _write(self, pipe: redis.client.Pipeline, user_id: str, events: RecentEvents) -> None:
     """Queues one user's update: the latest times of positive items and of shown slots, each
