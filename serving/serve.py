@@ -7,9 +7,11 @@ Starts the local model server on the run's serving root (unless --model_server n
 TF Serving), then the cascade on --port (gRPC) and --http_port, writing feedback under the data
 root's interactions/ so the next pipeline run learns from it. Every --catalog_refresh_s it
 re-reads the data root's catalog: items a multimodal retrieval model does not know are embedded
-by it and recommended without a retrain (serving/fresh_items.py). Everything binds 127.0.0.1 unless
---host says otherwise (the local model server always does: the cascade is its client). Once
-serving, it prints one line, `serving: {...}`, with the addresses (JSON).
+by it and recommended without a retrain (serving/fresh_items.py). The users' online state (recent
+clicks and impressions) lives in this process or, with --user_store redis, in Redis at
+--redis_url (serving/user_state.py). Everything binds 127.0.0.1 unless --host says otherwise
+(the local model server always does: the cascade is its client). Once serving, it prints one
+line, `serving: {...}`, with the addresses and the user-state store (JSON).
 """
 from __future__ import annotations
 
