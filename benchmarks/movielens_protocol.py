@@ -43,11 +43,12 @@ from pipeline.data import contract, parsing  # noqa: E402
 from pipeline.data.movielens import convert_movielens_100k  # noqa: E402
 from pipeline.data.parsing import read_table  # noqa: E402
 from pipeline.runners import local_runner  # noqa: E402
-from serving.context_store import UserStore, user_features  # noqa: E402
+from serving.context_store import user_features  # noqa: E402
 from serving.models_config import ITEM_TO_ITEM, POPULARITY, RANKER, RETRIEVAL  # noqa: E402
 from serving.protos import recommender_pb2 as pb  # noqa: E402
 from serving.protos import recommender_pb2_grpc  # noqa: E402
 from serving.serve import LocalStack  # noqa: E402
+from serving.user_state import EmbeddedUserState, Profiles  # noqa: E402
 from trainer.ranker import metrics as M  # noqa: E402
 from trainer.retrieval import signature  # noqa: E402
 
@@ -117,7 +118,8 @@ def served_lists(data_root: str, serving_root: str, users: Sequence[str]
   """Top-10 per user from the served stack: the cascade's Recommend (gRPC) and each pushed
   source's `serving_default` through the model server, with the history the stack serves."""
   stack = LocalStack(data_root, serving_root).start()
-  store = UserStore(data_root)
+  profiles = Profiles(data_root)
+  store = EmbeddedUserState(data_root, profiles)
   lists: Dict[str, Dict[str, List[str]]] = {"cascade": {}}
   try:
     stub = recommender_pb2_grpc.RecommenderStub(grpc.insecure_channel(f"localhost:{stack.port}"))
@@ -126,8 +128,8 @@ def served_lists(data_root: str, serving_root: str, users: Sequence[str]
       response = stub.Recommend(pb.RecommendRequest(user=pb.UserContext(user_id=user), k=K),
                                 timeout=60)
       lists["cascade"][user] = [item.item_id for item in response.items]
-      query = signature.query_inputs([user_features(user, store.timed_history(user),
-                                                    store.profile(user))])
+      query = signature.query_inputs([user_features(user, store.state(user).history,
+                                                    profiles.get(user))])
       for model in sources:
         out = stack.client.predict(model, query, timeout_s=60)
         lists.setdefault(model, {})[user] = [item for item, _ in signature.retrieved(

@@ -15,4 +15,14 @@ if [ ! -d "$FASHION_MNIST_DIR" ]; then
       "the synthetic-shop tests will skip"
   fi
 fi
+# The Redis user-state tests start Debian's redis-server themselves (they skip without it).
+if ! command -v redis-server >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null 2>&1 \
+      || echo "warning: could not install redis-server; the Redis user-state tests will skip"
+  else
+    echo "note: redis-server is missing (apt-get install redis-server, as root);" \
+      "the Redis user-state tests will skip"
+  fi
+fi
 exec .venv/bin/python -m pytest -q "$@"

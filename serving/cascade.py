@@ -10,6 +10,13 @@ top-k are shown (propensity 1: a deterministic choice). Search results are re-ra
 (`ModelClient`). Every answer is logged as impressions to the feedback log, with its variant,
 position and propensity.
 
+The user's history and recent impressions come from the online user state
+(`serving/user_state.py`), read once per request and updated by every answer (its impressions)
+and every positive feedback event, so a click is in the very next request's history. Items the
+user was shown `demote_after` times without a click go after the others. If the state does not
+answer, the request is served from the profile and the request's own history, and the answer
+says so (`degraded: ["user_state"]`).
+
 Each stage's width comes from what its pushed model declares in its signature (read through
 GetModelMetadata): the sources' depth is their top-K, the re-ranking depth the cross-encoder's
 `rerank` width, the bandit's candidate count and feature width its `serving_default` input
@@ -22,22 +29,24 @@ import dataclasses
 import logging
 import time
 import uuid
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 import grpc
 import numpy as np
 
 from agents.features import arm_features
 from pipeline.data import contract
-from serving.context_store import Catalog, UserStore, merge_history, user_features
+from serving import limits
+from serving.context_store import Catalog, merge_history, user_features
 from serving.experiment import SINGLE_VARIANT, Experiment, Variant
-from serving.feedback_log import FeedbackLog, feedback_row
+from serving.feedback_log import FeedbackLog, anonymous, feedback_row, logged_user
 from serving.fresh_items import FreshItems, merge_fresh
 from serving.issued import IssuedRequests
 from serving.model_client import ModelClient, SignatureInfo
 from serving.models_config import (BANDIT, CROSS_ENCODER, ITEM_TO_ITEM, POPULARITY, RANKER,
                                    RETRIEVAL)
 from serving.protos import recommender_pb2 as pb
+from serving.user_state import UserState, UserStateStore
 from serving.validation import (CascadeError, require, validate_feedback_fields, validate_k,
                                 validate_query, validate_request_id, validate_user)
 from trainer.ranker.signature import request_inputs, union
@@ -49,6 +58,11 @@ log = logging.getLogger(__name__)
 SEARCH_CANDIDATES = 100
 # Events a client may report; impressions are logged by the cascade itself, as it shows them.
 FEEDBACK_EVENTS = tuple(e for e in contract.EVENT_TYPES if e != contract.IMPRESSION)
+# What an answer names in `degraded` when the online user state did not answer (or take its
+# update): the answer used the profile and the request's history only.
+USER_STATE_UNAVAILABLE = "user_state"
+# The stage an answer names when it moved items the user was shown often, never clicked.
+DEMOTED = "impression_demotion"
 
 
 @dataclasses.dataclass(eq=False)
@@ -67,19 +81,22 @@ class Candidate:
   fresh_rank: Optional[int] = None
 
 
-def logged_user(user_id: str, request_id: str) -> str:
-  """The user id written to the feedback log: anonymous traffic gets a per-request id, since
-  the raw data contract requires one."""
-  return user_id or f"anonymous-{request_id}"
+def demote(candidates: List[Candidate], tired: Set[str]) -> bool:
+  """Moves the tired items after the others, each group in its order; True if any moved."""
+  ordered = sorted(candidates, key=lambda c: c.item_id in tired)
+  moved = ordered != candidates
+  candidates[:] = ordered
+  return moved
 
 
 class Cascade:
   """Recommend, Search and Feedback over a TF Serving endpoint."""
 
-  def __init__(self, client: ModelClient, catalog: Catalog, users: UserStore,
+  def __init__(self, client: ModelClient, catalog: Catalog, users: UserStateStore,
                feedback: FeedbackLog, experiment: Experiment = SINGLE_VARIANT,
                stage_timeout_s: float = 2.0, issued: Optional[IssuedRequests] = None,
-               fresh: Optional[FreshItems] = None):
+               fresh: Optional[FreshItems] = None,
+               demote_after: int = limits.DEMOTE_AFTER_IMPRESSIONS):
     self._client = client
     self._fresh = fresh
     self._catalog = catalog
@@ -87,6 +104,7 @@ class Cascade:
     self._feedback = feedback
     self._experiment = experiment
     self._timeout = stage_timeout_s
+    self._demote_after = demote_after
     self._issued = issued if issued is not None else IssuedRequests()
 
   def _declared(self, model: str, signature_name: str, label: str) -> SignatureInfo:
@@ -269,8 +287,10 @@ class Cascade:
     return chosen + [c for c in candidates if c not in chosen]
 
   def _answer(self, request_id: str, user_id: str, variant: Variant, candidates: List[Candidate],
-              k: int, stages: List[str], versions: Dict[str, int], cold_start: bool
-              ) -> pb.RecommendResponse:
+              k: int, stages: List[str], versions: Dict[str, int], cold_start: bool,
+              state: Optional[UserState]) -> pb.RecommendResponse:
+    """The response; the shown items are logged as impressions and, for a named user, kept in
+    the user state (`state`: what the answer read of it, None if it read nothing)."""
     response = pb.RecommendResponse(request_id=request_id, variant=variant.name, stages=stages,
                                     cold_start=cold_start)
     for name, version in versions.items():
@@ -289,6 +309,10 @@ class Cascade:
                                variant.name))
     self._issued.record(rows)
     self._feedback.append(rows)
+    stored = not (user_id and rows) or self._users.record_impressions(
+        user_id, request_id, [row["item_id"] for row in rows], rows[0]["timestamp"])
+    if (state is not None and not state.available) or not stored:
+      response.degraded.append(USER_STATE_UNAVAILABLE)
     return response
 
   # --- APIs ----------------------------------------------------------------------------
@@ -299,22 +323,24 @@ class Cascade:
     user = request.user
     request_id = request.request_id or uuid.uuid4().hex
     variant = self._experiment.route(user.user_id)
-    profile = self._users.profile(user.user_id)
-    history = merge_history(user.history, self._users.timed_history(user.user_id),
-                            F.MAX_HISTORY)
-    cold_start = not self._users.knows(user.user_id) and not history
+    state = self._users.state(user.user_id)
+    history = merge_history(user.history, state.history, F.MAX_HISTORY)
+    cold_start = not state.known and not history
     versions: Dict[str, int] = {}
-    features = user_features(user.user_id, history, profile, user.age, user.gender,
+    features = user_features(user.user_id, history, state.profile, user.age, user.gender,
                              user.occupation)
     candidates, stages = self._candidates(features, variant, versions)
     if self._order(features, candidates, variant, versions):
       stages.append(RANKER)
+    # Before the bandit, so the slate it chooses (and the propensities it logs) is what is shown.
+    if demote(candidates, state.tired(self._demote_after)):
+      stages.append(DEMOTED)
     chosen = self._choose(features, candidates, variant, versions)
     if chosen is not None:
       candidates = chosen
       stages.append(BANDIT)
     return self._answer(request_id, user.user_id, variant, candidates, request.k, stages,
-                        versions, cold_start)
+                        versions, cold_start, state)
 
   def search(self, request: pb.SearchRequest) -> pb.RecommendResponse:
     validate_query(request.query)
@@ -329,10 +355,10 @@ class Cascade:
     candidates = {item: Candidate(item, lexical_score=score) for item, score in
                   self._catalog.lexical_matches(query, SEARCH_CANDIDATES)}
     stages = ["lexical"]
-    if user_id:
-      history = merge_history(request.user.history, self._users.timed_history(user_id),
-                              F.MAX_HISTORY)
-      features = user_features(user_id, history, self._users.profile(user_id), request.user.age,
+    state = self._users.state(user_id) if user_id else None
+    if state is not None:
+      history = merge_history(request.user.history, state.history, F.MAX_HISTORY)
+      features = user_features(user_id, history, state.profile, request.user.age,
                                request.user.gender, request.user.occupation)
       for retrieved in self._retrieve(features, variant, versions):
         candidates.setdefault(retrieved.item_id, retrieved).retrieval_score = (
@@ -343,7 +369,7 @@ class Cascade:
     if self._rank(query, ordered, variant, versions):
       stages.append(CROSS_ENCODER)
     return self._answer(request_id, user_id, variant, ordered, request.k, stages, versions,
-                        cold_start=bool(user_id) and not self._users.knows(user_id))
+                        cold_start=state is not None and not state.known, state=state)
 
   def feedback(self, request: pb.FeedbackRequest) -> pb.FeedbackResponse:
     """Logs a client's event about an item this server showed; the row's position, propensity,
@@ -364,6 +390,10 @@ class Cascade:
                        position, propensity, issued.variant,
                        request.rating if request.event == "rating" else None, now)
     written = self._feedback.append([row])
-    if request.event in contract.POSITIVE_EVENT_TYPES and request.user_id:
-      self._users.record(request.user_id, request.item_id, now)
-    return pb.FeedbackResponse(written=written)
+    response = pb.FeedbackResponse(written=written)
+    # The issued request's user (a client need not echo it); anonymous traffic has no state.
+    if (request.event in contract.POSITIVE_EVENT_TYPES
+        and not anonymous(issued.user_id, request.request_id)
+        and not self._users.record_positive(issued.user_id, request.item_id, now)):
+      response.degraded.append(USER_STATE_UNAVAILABLE)
+    return response

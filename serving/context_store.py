@@ -1,15 +1,10 @@
-"""What the cascade knows besides the models: the catalog, user profiles and recent histories.
-
-Loaded from the same data root the pipeline reads (raw data contract), streamed file by file;
-memory grows with the catalog and with users x HISTORY_LENGTH, never with the log. Clicks
-reported through the Feedback API update the history at once. At larger scale this is the place
-for a feature store client.
+"""What the cascade knows besides the models and the users: the catalog (loaded from the same
+data root the pipeline reads, streamed file by file), and how a request's features are made
+from a user's history and profile. The users' state is `serving/user_state.py`'s.
 """
 from __future__ import annotations
 
 import collections
-import heapq
-import threading
 from typing import Dict, List, Mapping, Sequence, Tuple
 
 from pipeline.data import contract
@@ -62,51 +57,6 @@ class Catalog:
         item for token in query_tokens for item in self._index.get(token, []))
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
     return [(item, count / max(len(query_tokens), 1)) for item, count in ranked]
-
-
-class UserStore:
-  """Profiles and the most recent positive items per user, with when each happened."""
-
-  def __init__(self, data_root: str, history_length: int = F.MAX_HISTORY):
-    self._lock = threading.Lock()
-    self._length = history_length
-    self.profiles: Dict[str, Mapping[str, object]] = {}
-    for row in read_table(data_root, contract.USERS):
-      self.profiles[row["user_id"]] = row
-    recent: Dict[str, List[Tuple[int, str]]] = collections.defaultdict(list)
-    for row in read_table(data_root, contract.INTERACTIONS):
-      if row["event"] in contract.POSITIVE_EVENT_TYPES:
-        heap = recent[row["user_id"]]
-        heapq.heappush(heap, (row["timestamp"], row["item_id"]))
-        if len(heap) > history_length:
-          heapq.heappop(heap)
-    self._history: Dict[str, List[TimedItem]] = {}
-    for user, heap in recent.items():
-      latest: Dict[str, int] = {}
-      for timestamp, item in sorted(heap, reverse=True):
-        latest.setdefault(item, timestamp)
-      self._history[user] = list(latest.items())
-
-  def knows(self, user_id: str) -> bool:
-    return user_id in self.profiles or user_id in self._history
-
-  def timed_history(self, user_id: str) -> List[TimedItem]:
-    """(item, unix seconds), most recent first, each item once."""
-    with self._lock:
-      return list(self._history.get(user_id, []))
-
-  def history(self, user_id: str) -> List[str]:
-    return [item for item, _ in self.timed_history(user_id)]
-
-  def record(self, user_id: str, item_id: str, timestamp: int) -> None:
-    """A positive event just happened: it becomes the most recent history item."""
-    with self._lock:
-      items = [(item_id, timestamp)] + [(i, t) for i, t in self._history.get(user_id, [])
-                                        if i != item_id]
-      self._history[user_id] = items[:self._length]
-
-  def profile(self, user_id: str) -> Mapping[str, object]:
-    return self.profiles.get(user_id, {})
 
 
 def merge_history(requested: Sequence[str], known: Sequence[TimedItem], length: int

@@ -209,6 +209,17 @@ class FeedbackLog:
     return _hand_over(f, self._path)
 
 
+def logged_user(user_id: str, request_id: str) -> str:
+  """The user id written to the log: anonymous traffic gets a per-request id, since the raw
+  data contract requires one."""
+  return user_id or f"anonymous-{request_id}"
+
+
+def anonymous(logged_user_id: str, request_id: str) -> bool:
+  """Whether a logged row's user is a request's stand-in (no user state is kept for it)."""
+  return logged_user_id == logged_user("", request_id)
+
+
 def feedback_row(request_id: str, user_id: str, item_id: str, event: str, position: int,
                  propensity: float, variant: str, rating: Optional[float] = None,
                  timestamp: Optional[int] = None) -> Dict[str, Any]:

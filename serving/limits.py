@@ -4,6 +4,8 @@ of it reaches a model or the feedback log: memory and disk never grow with what 
 """
 from __future__ import annotations
 
+from transform import features as F
+
 # --- Cascade API fields (gRPC and HTTP alike) --------------------------------------------
 MAX_K = 50  # items per answer; also the largest position feedback can name
 MAX_ID_CHARS = 128  # user_id, every item id (request history, feedback item_id)
@@ -38,3 +40,22 @@ HTTP_WORKERS = 16
 MAX_GRPC_MESSAGE_BYTES = 64 << 10  # larger: RESOURCE_EXHAUSTED from gRPC itself
 MAX_CONCURRENT_RPCS = 64
 GRPC_WORKERS = 16
+
+# --- Online user state (serving/user_state.py, serving/redis_state.py) ---------------------
+# Per user: the positive items kept (what a request carries: the item-to-item source and the
+# ranker read all of them, the two-tower the latest F.HISTORY_LENGTH) and the shown items kept,
+# most recent first (about the last 10 answers).
+USER_HISTORY_ITEMS = F.MAX_HISTORY
+USER_IMPRESSIONS = 100
+# An item shown this many times among those impressions, and not in the history, goes after
+# the others in the next answer (0: never).
+DEMOTE_AFTER_IMPRESSIONS = 5
+# Users the embedded store holds (least recently used go first): about 1 GB at MovieLens users'
+# 18 KB each (105 items, 100 impressions), 2 GB if every one had the full 500 and 100.
+EMBEDDED_MAX_USERS = 50_000
+REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_KEY_PREFIX = "recsys:user:"
+REDIS_TTL_S = 30 * 24 * 3600  # a user's keys expire this long after their last write
+REDIS_TIMEOUT_S = 0.05  # connect and socket timeout, far below the cascade's 2 s stage deadline
+REDIS_RETRY_S = 5.0  # after a failure no Redis call for this long: a dead Redis costs nothing
+REDIS_MAX_CONNECTIONS = GRPC_WORKERS + HTTP_WORKERS  # one per thread that can call it

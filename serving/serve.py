@@ -7,9 +7,11 @@ Starts the local model server on the run's serving root (unless --model_server n
 TF Serving), then the cascade on --port (gRPC) and --http_port, writing feedback under the data
 root's interactions/ so the next pipeline run learns from it. Every --catalog_refresh_s it
 re-reads the data root's catalog: items a multimodal retrieval model does not know are embedded
-by it and recommended without a retrain (serving/fresh_items.py). Everything binds 127.0.0.1 unless
---host says otherwise (the local model server always does: the cascade is its client). Once
-serving, it prints one line, `serving: {...}`, with the addresses (JSON).
+by it and recommended without a retrain (serving/fresh_items.py). The users' online state (recent
+clicks and impressions) lives in this process or, with --user_store redis, in Redis at
+--redis_url (serving/user_state.py). Everything binds 127.0.0.1 unless --host says otherwise
+(the local model server always does: the cascade is its client). Once serving, it prints one
+line, `serving: {...}`, with the addresses and the user-state store (JSON).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from serving import limits  # noqa: E402
 from serving.bind import LOOPBACK, grpc_address  # noqa: E402
 from serving.cascade import Cascade  # noqa: E402
 from serving.cascade_server import grpc_server  # noqa: E402
-from serving.context_store import Catalog, UserStore  # noqa: E402
+from serving.context_store import Catalog  # noqa: E402
 from serving.experiment import SINGLE_VARIANT, Experiment  # noqa: E402
 from serving.feedback_log import FeedbackLog, recent_feedback_rows  # noqa: E402
 from serving.fresh_items import FreshItems, RefreshLoop  # noqa: E402
@@ -36,6 +38,7 @@ from serving.model_client import ModelClient  # noqa: E402
 from serving.model_server import (ModelServer, add_model_server_flags,  # noqa: E402
                                   run_until_interrupted)
 from serving.models_config import RETRIEVAL, models_config_path  # noqa: E402
+from serving.user_state_config import UserStateConfig, add_user_state_flags  # noqa: E402
 
 log = logging.getLogger(__name__)
 # Where scripts/run_pipeline.sh leaves its outputs: <repository>/outputs.
@@ -46,14 +49,16 @@ DEFAULT_OUTPUTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(_
 class LocalStack:
   """Model server (optional) + cascade gRPC + HTTP, started and stopped together.
 
-  `model_server_options` are ModelServer's keyword arguments (labels, config polling, roots)."""
+  `model_server_options` are ModelServer's keyword arguments (labels, config polling, roots);
+  `user_state` chooses the online user-state store and its bounds."""
 
   def __init__(self, data_root: str, serving_root: Optional[str] = None,
                model_server: Optional[str] = None, experiment: Experiment = SINGLE_VARIANT,
                port: int = 0, http_port: int = 0, poll_seconds: float = 2.0,
                host: str = LOOPBACK, model_server_port: int = 0,
                header_timeout_s: float = limits.HEADER_TIMEOUT_S,
-               model_server_options: Optional[dict] = None, catalog_refresh_s: float = 60.0):
+               model_server_options: Optional[dict] = None, catalog_refresh_s: float = 60.0,
+               user_state: UserStateConfig = UserStateConfig()):
     self.model_server = None
     if model_server is None:
       self.model_server = ModelServer(models_config_path(serving_root), model_server_port,
@@ -68,8 +73,10 @@ class LocalStack:
     self.fresh = FreshItems(self.client, catalog, data_root)
     self._refresh = RefreshLoop(self.fresh, {v.models.get(RETRIEVAL, "")
                                              for v in experiment.variants}, catalog_refresh_s)
-    self.cascade = Cascade(self.client, catalog, UserStore(data_root), self.feedback,
-                           experiment, issued=issued, fresh=self.fresh)
+    self.user_state = user_state.open(data_root)  # after the log's recovery: it reads the log
+    self.cascade = Cascade(self.client, catalog, self.user_state, self.feedback,
+                           experiment, issued=issued, fresh=self.fresh,
+                           demote_after=user_state.demote_after)
     self._grpc, self.port = grpc_server(self.cascade, port, host)
     self.host = host
     self._http = HttpGateway(self.cascade, host, http_port, header_timeout_s)
@@ -84,13 +91,14 @@ class LocalStack:
   def addresses(self) -> dict:
     return {"cascade_grpc": grpc_address(self.host, self.port),
             "http": f"http://{grpc_address(self.host, self.http_port)}",
-            "model_server": self.model_server_address}
+            "model_server": self.model_server_address, "user_state": self.user_state.where}
 
   def stop(self) -> None:
     self._refresh.stop()
     self._http.stop()
     self._grpc.stop(1.0).wait()
     self.client.close()
+    self.user_state.close()
     self.feedback.close()
     if self.model_server:
       self.model_server.stop()
@@ -119,6 +127,7 @@ def main(argv: List[str]) -> int:
                       help="re-read the catalog this often; new items a multimodal retrieval "
                            "model can embed are recommended at once (0: read it at start only)")
   add_model_server_flags(parser)
+  add_user_state_flags(parser)
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
   experiment = SINGLE_VARIANT
@@ -132,7 +141,7 @@ def main(argv: List[str]) -> int:
   stack = LocalStack(args.data_root, args.serving_root, args.model_server, experiment, args.port,
                      args.http_port, args.file_system_poll_wait_seconds, args.host,
                      args.model_server_port, args.http_header_timeout_s, options,
-                     args.catalog_refresh_s).start()
+                     args.catalog_refresh_s, UserStateConfig.from_flags(args)).start()
   print(f"serving: {json.dumps(stack.addresses())}", flush=True)
   run_until_interrupted(stack.stop)
   return 0

@@ -64,3 +64,16 @@ def serving_stack(first_run, slice_root, tmp_path_factory):
   stack = launch(first_run[3], slice_root, str(tmp_path_factory.mktemp("serving")))
   yield stack
   stack.process.stop()
+
+
+@pytest.fixture
+def redis_server():
+  """A real, empty redis-server of its own on a free loopback port (benchmarks/redis_process.py),
+  stopped after the test; tests that need one skip, saying why, where it is not installed."""
+  from benchmarks import redis_process  # pylint: disable=import-outside-toplevel
+  if not redis_process.available():
+    pytest.skip("redis-server is not installed (Debian: apt-get install redis-server, which "
+                "scripts/run_tests.sh does as root): the Redis user-state tests skip")
+  server = redis_process.RedisProcess().start()
+  yield server
+  server.stop()

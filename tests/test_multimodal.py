@@ -17,7 +17,8 @@ import tensorflow as tf
 from benchmarks.serve_process import ServeProcess
 from pipeline.data import contract, parsing, synthetic_shop
 from pipeline.runners import local_runner
-from serving.context_store import UserStore, user_features
+from serving.context_store import user_features
+from serving.user_state import EmbeddedUserState, Profiles
 from serving.fresh_items import FreshIndex, merge_fresh
 from serving.protos import recommender_pb2 as pb
 from serving.protos import recommender_pb2_grpc
@@ -161,9 +162,10 @@ def test_unseen_item_is_embedded_among_its_kind(content_run):
 def _best_placed_new_item(model, data_root, catalog):
   """(user, new row): the pair, among a few copies of catalog movies under new ids and the
   slice's users, whose retrieval answer puts the new item highest above its 10th score."""
-  store = UserStore(data_root)
-  users = sorted(store.profiles)[:60]
-  features = [user_features(u, store.timed_history(u), store.profile(u)) for u in users]
+  profiles = Profiles(data_root)
+  store = EmbeddedUserState(data_root, profiles)
+  users = profiles.ids()[:60]
+  features = [user_features(u, store.state(u).history, profiles.get(u)) for u in users]
   inputs = signature.as_tensors(signature.query_inputs(features))
   queries = model.signatures["query_embedding"](**inputs)["embedding"].numpy()
   tenth = model.signatures["serving_default"](**inputs)["scores"].numpy()[:, 9]

@@ -26,12 +26,12 @@ from pipeline.components.serving_pusher import refresh_models_config
 from pipeline.data import contract
 from pipeline.data.examples import EVAL, TRAIN
 from pipeline.data.parsing import read_table
-from serving.context_store import UserStore
 from serving.experiment import Experiment
 from serving.feedback_log import OPEN_SUFFIX, acknowledged_rows, open_feedback_files
 from serving.models_config import models_config_path, read_models_config
 from serving.protos import recommender_pb2 as pb
 from serving.protos import recommender_pb2_grpc
+from serving.user_state import EmbeddedUserState, Profiles
 from tests.serving_stack import RERANK_DEPTH, ServeProcess, is_loopback, listening_ips
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.State.AVAILABLE
@@ -122,7 +122,8 @@ def test_recommend_answers_with_per_stage_scores_and_logs_impressions(serving_st
   assert all(i.propensity == 1.0 and i.title and not i.reranked for i in response.items)
   scores = [i.retrieval_score for i in response.items]
   assert scores == sorted(scores, reverse=True)
-  history = set(UserStore(serving_stack.data_root).history("1"))
+  root = serving_stack.data_root
+  history = {item for item, _ in EmbeddedUserState(root, Profiles(root)).state("1").history}
   assert history and not history & {i.item_id for i in response.items}
 
 
@@ -551,3 +552,74 @@ def test_a_policy_for_other_features_is_refused_loudly(serving_stack):
     except grpc.RpcError:
       pass
     assert time.time() < deadline, "the cascade did not take the policy it can feed"
+
+
+def test_a_killed_server_restarts_with_every_acknowledged_click_in_the_history(serving_stack):
+  """The embedded user state: a click acknowledged just before SIGKILL is in the history the
+  restarted server answers with (rebuilt from the feedback log), so it is not shown again."""
+  stack = serving_stack
+  shown = _recommend(stack, "4", k=10)
+  clicked = shown.items[1].item_id
+  feedback = _recommender(stack).Feedback(pb.FeedbackRequest(
+      request_id=shown.request_id, item_id=clicked, event="click"), timeout=30)
+  assert feedback.written == 1 and not feedback.degraded
+  assert clicked not in {i.item_id for i in _recommend(stack, "4", k=10).items}
+  stack.process.process.kill()  # no clean-up: the feedback file is left open
+  stack.process.process.wait(60)
+  stack.restart()
+  assert stack.process.addresses["user_state"] == "embedded"
+  again = _recommend(stack, "4", k=10)
+  assert clicked not in {i.item_id for i in again.items} and not again.degraded
+
+
+def test_redis_user_state_takes_a_click_at_once_and_an_outage_is_answered_and_reported(
+    serving_stack, redis_server):
+  """`serve --user_store redis`, in its own process, beside the stack's model server: a click
+  is in Redis and in the next answer; Redis killed: answers (gRPC and HTTP) keep coming, in
+  time, saying `degraded: ["user_state"]`, the log says why; Redis back: whole answers again."""
+  stack = serving_stack
+  data_root = os.path.join(stack.work, "redis-data")
+  shutil.copytree(stack.data_root, data_root, ignore=shutil.ignore_patterns("*.open"))
+  server = ServeProcess(["--data_root", data_root, "--model_server", stack.process.model_server,
+                         "--user_store", "redis", "--redis_url", redis_server.url,
+                         "--redis_retry_s", "1"],
+                        os.path.join(stack.work, "redis-serve.log")).start()
+  try:
+    assert server.addresses["user_state"] == f"redis 127.0.0.1:{redis_server.port}"
+    stub = recommender_pb2_grpc.RecommenderStub(grpc.insecure_channel(server.grpc))
+    request = pb.RecommendRequest(user=pb.UserContext(user_id="9"), k=10)
+    shown = stub.Recommend(request, timeout=60)
+    clicked = shown.items[1].item_id
+    feedback = stub.Feedback(pb.FeedbackRequest(request_id=shown.request_id, item_id=clicked,
+                                                event="click"), timeout=30)
+    assert feedback.written == 1 and not feedback.degraded
+    assert redis_server.client().zrevrange("recsys:user:9:history", 0, 0) == [clicked]
+    after = stub.Recommend(request, timeout=60)
+    assert not after.degraded and clicked not in {i.item_id for i in after.items}
+
+    redis_server.kill()
+    for _ in range(3):
+      started = time.perf_counter()
+      answer = stub.Recommend(request, timeout=60)
+      assert time.perf_counter() - started < 5  # never a hang: one 50 ms timeout, then none
+      assert len(answer.items) == 10 and list(answer.degraded) == ["user_state"]
+    host, port = server.http.removeprefix("http://").rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    connection.request("POST", "/v1/recommend", json.dumps({"user": {"user_id": "9"}, "k": 3}),
+                       {"Content-Type": "application/json"})
+    answer = json.loads(connection.getresponse().read())
+    connection.close()
+    assert answer["degraded"] == ["user_state"] and len(answer["items"]) == 3
+    late = stub.Feedback(pb.FeedbackRequest(request_id=shown.request_id,
+                                            item_id=shown.items[2].item_id, event="click"),
+                         timeout=30)
+    assert late.written == 1 and list(late.degraded) == ["user_state"]
+    assert "user state in redis 127.0.0.1" in server.log_tail(200)
+
+    redis_server.start()
+    time.sleep(1.2)
+    deadline = time.monotonic() + 10
+    while stub.Recommend(request, timeout=60).degraded:
+      assert time.monotonic() < deadline, "whole answers did not come back with Redis"
+  finally:
+    assert server.stop() == 0

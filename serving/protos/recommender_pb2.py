@@ -14,7 +14,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n serving/protos/recommender.proto\x12\x0erecsys.serving\"`\n\x0bUserContext\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07history\x18\x02 \x03(\t\x12\x0b\n\x03\x61ge\x18\x03 \x01(\x03\x12\x0e\n\x06gender\x18\x04 \x01(\t\x12\x12\n\noccupation\x18\x05 \x01(\t\"\\\n\x10RecommendRequest\x12)\n\x04user\x18\x01 \x01(\x0b\x32\x1b.recsys.serving.UserContext\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"h\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12)\n\x04user\x18\x02 \x01(\x0b\x32\x1b.recsys.serving.UserContext\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\xcb\x01\n\tShownItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x10\n\x08position\x18\x03 \x01(\x05\x12\x17\n\x0fretrieval_score\x18\x04 \x01(\x02\x12\x1b\n\x13\x63ross_encoder_score\x18\x05 \x01(\x02\x12\x10\n\x08reranked\x18\x06 \x01(\x08\x12\x12\n\npropensity\x18\x07 \x01(\x02\x12\x1a\n\x12item_to_item_score\x18\x08 \x01(\x02\x12\x14\n\x0cranker_score\x18\t \x01(\x02\"\x8a\x02\n\x11RecommendResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07variant\x18\x02 \x01(\t\x12(\n\x05items\x18\x03 \x03(\x0b\x32\x19.recsys.serving.ShownItem\x12\x0e\n\x06stages\x18\x04 \x03(\t\x12\x12\n\ncold_start\x18\x05 \x01(\x08\x12L\n\x0emodel_versions\x18\x06 \x03(\x0b\x32\x34.recsys.serving.RecommendResponse.ModelVersionsEntry\x1a\x34\n\x12ModelVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x9d\x01\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12\r\n\x05\x65vent\x18\x04 \x01(\t\x12\x10\n\x08position\x18\x05 \x01(\x05\x12\x12\n\npropensity\x18\x06 \x01(\x02\x12\x0f\n\x07variant\x18\x07 \x01(\t\x12\x0e\n\x06rating\x18\x08 \x01(\x02\"#\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x0f\n\x07written\x18\x01 \x01(\x03\x32\xfa\x01\n\x0bRecommender\x12P\n\tRecommend\x12 .recsys.serving.RecommendRequest\x1a!.recsys.serving.RecommendResponse\x12J\n\x06Search\x12\x1d.recsys.serving.SearchRequest\x1a!.recsys.serving.RecommendResponse\x12M\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1f.recsys.serving.FeedbackRequest\x1a .recsys.serving.FeedbackResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n serving/protos/recommender.proto\x12\x0erecsys.serving\"`\n\x0bUserContext\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07history\x18\x02 \x03(\t\x12\x0b\n\x03\x61ge\x18\x03 \x01(\x03\x12\x0e\n\x06gender\x18\x04 \x01(\t\x12\x12\n\noccupation\x18\x05 \x01(\t\"\\\n\x10RecommendRequest\x12)\n\x04user\x18\x01 \x01(\x0b\x32\x1b.recsys.serving.UserContext\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"h\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12)\n\x04user\x18\x02 \x01(\x0b\x32\x1b.recsys.serving.UserContext\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\xcb\x01\n\tShownItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x10\n\x08position\x18\x03 \x01(\x05\x12\x17\n\x0fretrieval_score\x18\x04 \x01(\x02\x12\x1b\n\x13\x63ross_encoder_score\x18\x05 \x01(\x02\x12\x10\n\x08reranked\x18\x06 \x01(\x08\x12\x12\n\npropensity\x18\x07 \x01(\x02\x12\x1a\n\x12item_to_item_score\x18\x08 \x01(\x02\x12\x14\n\x0cranker_score\x18\t \x01(\x02\"\x9c\x02\n\x11RecommendResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07variant\x18\x02 \x01(\t\x12(\n\x05items\x18\x03 \x03(\x0b\x32\x19.recsys.serving.ShownItem\x12\x0e\n\x06stages\x18\x04 \x03(\t\x12\x12\n\ncold_start\x18\x05 \x01(\x08\x12L\n\x0emodel_versions\x18\x06 \x03(\x0b\x32\x34.recsys.serving.RecommendResponse.ModelVersionsEntry\x12\x10\n\x08\x64\x65graded\x18\x07 \x03(\t\x1a\x34\n\x12ModelVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x9d\x01\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12\r\n\x05\x65vent\x18\x04 \x01(\t\x12\x10\n\x08position\x18\x05 \x01(\x05\x12\x12\n\npropensity\x18\x06 \x01(\x02\x12\x0f\n\x07variant\x18\x07 \x01(\t\x12\x0e\n\x06rating\x18\x08 \x01(\x02\"5\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x0f\n\x07written\x18\x01 \x01(\x03\x12\x10\n\x08\x64\x65graded\x18\x02 \x03(\t2\xfa\x01\n\x0bRecommender\x12P\n\tRecommend\x12 .recsys.serving.RecommendRequest\x1a!.recsys.serving.RecommendResponse\x12J\n\x06Search\x12\x1d.recsys.serving.SearchRequest\x1a!.recsys.serving.RecommendResponse\x12M\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1f.recsys.serving.FeedbackRequest\x1a .recsys.serving.FeedbackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,13 +32,13 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _globals['_SHOWNITEM']._serialized_start=351
   _globals['_SHOWNITEM']._serialized_end=554
   _globals['_RECOMMENDRESPONSE']._serialized_start=557
-  _globals['_RECOMMENDRESPONSE']._serialized_end=823
-  _globals['_RECOMMENDRESPONSE_MODELVERSIONSENTRY']._serialized_start=771
-  _globals['_RECOMMENDRESPONSE_MODELVERSIONSENTRY']._serialized_end=823
-  _globals['_FEEDBACKREQUEST']._serialized_start=826
-  _globals['_FEEDBACKREQUEST']._serialized_end=983
-  _globals['_FEEDBACKRESPONSE']._serialized_start=985
-  _globals['_FEEDBACKRESPONSE']._serialized_end=1020
-  _globals['_RECOMMENDER']._serialized_start=1023
-  _globals['_RECOMMENDER']._serialized_end=1273
+  _globals['_RECOMMENDRESPONSE']._serialized_end=841
+  _globals['_RECOMMENDRESPONSE_MODELVERSIONSENTRY']._serialized_start=789
+  _globals['_RECOMMENDRESPONSE_MODELVERSIONSENTRY']._serialized_end=841
+  _globals['_FEEDBACKREQUEST']._serialized_start=844
+  _globals['_FEEDBACKREQUEST']._serialized_end=1001
+  _globals['_FEEDBACKRESPONSE']._serialized_start=1003
+  _globals['_FEEDBACKRESPONSE']._serialized_end=1056
+  _globals['_RECOMMENDER']._serialized_start=1059
+  _globals['_RECOMMENDER']._serialized_end=1309
 # @@protoc_insertion_point(module_scope)
