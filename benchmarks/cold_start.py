@@ -22,8 +22,8 @@ variant whose model was not blessed pushed nothing and scores nothing (the JSON 
 
 Scoring, through the served interface: `python -m serving.serve` on a copy of the training data
 root and the run's serving root (its own process), and the model server's Predict (TF Serving's
-gRPC API, serving/model_client.py) with the query the stack builds (UserStore's history and
-profile, `signature.query_inputs`):
+gRPC API, serving/model_client.py) with the query the stack builds (the embedded user state's
+history and profile, `signature.query_inputs`):
   served warm   the retrieval model's `serving_default` top-100 (history excluded) against the
                 user's warm test items: MAP, NDCG@10, precision@10, recall@10, recall@100
                 (trainer/ranker/metrics.py: Microsoft Recommenders' definitions, MAP divided
@@ -76,10 +76,11 @@ from pipeline.data.movielens import convert_movielens_100k  # noqa: E402
 from pipeline.data.parsing import read_table  # noqa: E402
 from pipeline.data.synthetic_shop import write_synthetic_shop  # noqa: E402
 from pipeline.runners import local_runner  # noqa: E402
-from serving.context_store import UserStore, user_features  # noqa: E402
+from serving.context_store import user_features  # noqa: E402
 from serving.fresh_items import KNOWN_ITEMS  # noqa: E402
 from serving.model_client import ModelClient  # noqa: E402
 from serving.models_config import RETRIEVAL  # noqa: E402
+from serving.user_state import EmbeddedUserState, Profiles  # noqa: E402
 from trainer.content.records import ItemContent, read_item_contents  # noqa: E402
 from trainer.ranker import metrics as M  # noqa: E402
 from trainer.retrieval import signature  # noqa: E402
@@ -340,9 +341,10 @@ def served_scores(serving_data: str, serving_root: str, log_path: str, users: Se
   client = ModelClient(process.model_server, timeout_s=60)
   try:
     wait_available(client)
-    store = UserStore(serving_data)
-    histories = {u: store.timed_history(u) for u in users}
-    queries = [user_features(u, histories[u], store.profile(u)) for u in users]
+    profiles = Profiles(serving_data)
+    store = EmbeddedUserState(serving_data, profiles)
+    histories = {u: store.state(u).history for u in users}
+    queries = [user_features(u, histories[u], profiles.get(u)) for u in users]
     top = predict_batches(client, "serving_default", queries, signature.query_inputs,
                           (signature.ITEM_IDS, signature.SCORES))
     lists = {u: [item for item, _ in signature.retrieved(top[signature.ITEM_IDS][i],
