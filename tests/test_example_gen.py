@@ -7,7 +7,7 @@ import apache_beam as beam
 import pytest
 import tensorflow as tf
 
-from pipeline.components.interaction_example_gen import (HALT, SKIP, JoinInteractions, RowPolicy,
+from pipeline.components.interaction_example_gen import (SKIP, JoinInteractions, RowPolicy,
                                                          SplitSettings)
 from pipeline.data.contract import ContractError
 from pipeline.data.examples import EVAL, TRAIN

@@ -16,7 +16,7 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from pipeline.data.contract import format_scale, parse_scale  # noqa: F401
+from pipeline.data.contract import format_scale
 from transform import features as F
 
 def _load(schema_path: str) -> schema_pb2.Schema:
