@@ -73,12 +73,15 @@ class Column:
   required: bool
 
 
+# The rating column (also the raw feature's name: raw names are the contract's column names).
+RATING_COLUMN = "rating"
+
 INTERACTION_COLUMNS: Tuple[Column, ...] = (
     Column("user_id", "str", True),
     Column("item_id", "str", True),
     Column("event", "str", True),
     Column("timestamp", "timestamp", True),
-    Column("rating", "float", False),
+    Column(RATING_COLUMN, "float", False),
     Column("query", "str", False),
     Column("session_id", "str", False),
     # Written by the serving feedback log for every shown item, so that later runs can judge

@@ -16,8 +16,7 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from pipeline.data.contract import format_scale
-from transform import features as F
+from pipeline.data.contract import RATING_COLUMN, format_scale
 
 def _load(schema_path: str) -> schema_pb2.Schema:
   with tf.io.gfile.GFile(schema_path) as f:
@@ -25,7 +24,7 @@ def _load(schema_path: str) -> schema_pb2.Schema:
 
 
 def _rating_feature(schema: schema_pb2.Schema) -> Optional[schema_pb2.Feature]:
-  return next((feature for feature in schema.feature if feature.name == F.RATING), None)
+  return next((feature for feature in schema.feature if feature.name == RATING_COLUMN), None)
 
 
 def schema_rating_scale(schema_path: str) -> Optional[Tuple[float, float]]:
@@ -45,7 +44,7 @@ def schema_with_rating_scale(schema_path: str, scale: Optional[Tuple[float, floa
   schema = _load(schema_path)
   feature = _rating_feature(schema)
   if feature is None:
-    raise ValueError(f"{schema_path} has no '{F.RATING}' feature to set the rating scale "
+    raise ValueError(f"{schema_path} has no '{RATING_COLUMN}' feature to set the rating scale "
                      f"{format_scale(scale)} on")
   feature.float_domain.min, feature.float_domain.max = scale
   text = text_format.MessageToString(schema)
