@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from pipeline.data.contract import CURATED_SCHEMA
 from transform.features import HISTORY_ALL_TRAINING
+
+if TYPE_CHECKING:
+  from pipeline.data.spans import SpanWindow
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -101,6 +104,16 @@ class PipelineConfig:
   max_invalid_share: float = 0.01
   # A timestamp later than the run's clock plus this many seconds is a bad row (None: no check).
   max_clock_skew_s: Optional[float] = 86400.0
+  # Dated spans (pipeline/data/spans.py): a run reads the latest `span_window` interaction spans
+  # (0: all), less those more than `max_span_age_days` older than the newest (None: no limit).
+  span_window: int = 0
+  max_span_age_days: Optional[float] = None
+  # Drift (pipeline/data/drift.py): the newest span's distribution of each of `drift_features`
+  # against the span before it, by TFDV's L-infinity distance; past `drift_threshold` the run
+  # halts before Transform. Spans under `drift_min_span_rows` examples are too few to judge.
+  drift_features: str = "item_id"
+  drift_threshold: float = 0.5
+  drift_min_span_rows: int = 500
   # The fraction of every user's interactions held out as the eval split (it gates the
   # retrieval model and the cross-encoder; the ranker's gate lists come from the training
   # split's folds). Every held-out interaction is lost to the served sources: EASE fit without
@@ -131,6 +144,11 @@ class PipelineConfig:
   beam_pipeline_args: List[str] = dataclasses.field(
       default_factory=lambda: ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
   enable_cache: bool = True
+
+  @property
+  def window(self) -> SpanWindow:
+    from pipeline.data.spans import SpanWindow  # imports TensorFlow: not at --help time
+    return SpanWindow(spans=self.span_window, max_age_days=self.max_span_age_days)
 
   @property
   def pipeline_root(self) -> str:

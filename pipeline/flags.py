@@ -33,6 +33,20 @@ def _scale(text: str):
     raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _at_least_zero(kind: type):
+  """An argparse type: a number of `kind` that is >= 0."""
+  def parse(text: str):
+    value = kind(text)
+    if value < 0:
+      raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+  parse.__name__ = kind.__name__  # argparse names the type in its error
+  return parse
+
+
+_COUNT, _AMOUNT = _at_least_zero(int), _at_least_zero(float)
+
+
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
   """The flags of the pipeline itself, the same for every runner."""
   defaults = PipelineConfig(data_root="")
@@ -54,6 +68,22 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
                       help="a timestamp later than the run's clock plus this many seconds is a "
                            f"bad row (default {defaults.max_clock_skew_s:g}); a negative value "
                            "turns the check off")
+  parser.add_argument("--span_window", type=_COUNT, default=defaults.span_window, metavar="N",
+                      help="with dated span folders (interactions/span=YYYY-MM-DD/): train on "
+                           "the latest N interaction spans (default 0: all)")
+  parser.add_argument("--max_span_age_days", type=_AMOUNT, default=None, metavar="DAYS",
+                      help="retention: ignore interaction spans more than DAYS older than the "
+                           "newest (default: no limit; nothing is deleted)")
+  parser.add_argument("--drift_features", default=defaults.drift_features,
+                      help="comma-separated features whose newest-span distribution is "
+                           "compared with the span before (TFDV L-infinity distance); '' turns "
+                           f"the check off (default {defaults.drift_features})")
+  parser.add_argument("--drift_threshold", type=_AMOUNT, default=defaults.drift_threshold,
+                      help="the distance past which drift halts the run before training "
+                           f"(default {defaults.drift_threshold})")
+  parser.add_argument("--drift_min_span_rows", type=_COUNT, default=defaults.drift_min_span_rows,
+                      help="spans with fewer examples are not compared (too few to judge; "
+                           f"default {defaults.drift_min_span_rows})")
   parser.add_argument("--history_scope", choices=HISTORY_SCOPES, default=defaults.history_scope,
                       help="each example's history: the user's other training items (logs "
                            "whose order means nothing, the default), or items from strictly "
@@ -172,6 +202,11 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
   config.invalid_rows = args.invalid_rows
   config.max_invalid_share = args.max_invalid_share
   config.max_clock_skew_s = None if args.max_clock_skew_s < 0 else args.max_clock_skew_s
+  config.span_window = args.span_window
+  config.max_span_age_days = args.max_span_age_days
+  config.drift_features = args.drift_features
+  config.drift_threshold = args.drift_threshold
+  config.drift_min_span_rows = args.drift_min_span_rows
   if args.gate_metrics:
     config.gate_metrics = args.gate_metrics
   if args.regression_tolerance is not None:

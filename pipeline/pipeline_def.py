@@ -21,6 +21,7 @@ from agents.policy_trainer import REPORT_HTML as BANDIT_REPORT_HTML
 from agents.policy_trainer import REPORT_JSON as BANDIT_REPORT_JSON
 from pipeline.components import cross_encoder_evaluator, ranker_evaluator, retrieval_evaluator
 from pipeline.components.bandit_policy_trainer import BanditPolicyTrainer
+from pipeline.components.blessed_models import latest_blessed_before_candidate
 from pipeline.components.content_embedder import ContentEmbedder
 from pipeline.components.cross_encoder_evaluator import CrossEncoderEvaluator
 from pipeline.components.cross_encoder_miner import CrossEncoderMiner
@@ -37,7 +38,7 @@ from pipeline.components.serving_pusher import pusher_id, serving_root_pusher
 from pipeline.components.validation_gate import ValidationGate
 from pipeline.config import CrossEncoderStage, PipelineConfig, RankingStage
 from pipeline.evaluation.report import EvaluationReport
-from pipeline.data import contract, rating_scale
+from pipeline.data import contract, drift, rating_scale
 from pipeline.data.examples import EVAL, TRAIN
 from serving.models_config import (BANDIT, CROSS_ENCODER, ITEM_TO_ITEM, POPULARITY, RANKER,
                                    RETRIEVAL)
@@ -102,17 +103,15 @@ def stages(config: PipelineConfig) -> List[Stage]:
           + ([BANDIT_STAGE] if config.bandit else []))
 
 
-def _latest_blessed(stage: Stage) -> tfx.dsl.Resolver:
-  """The last model of this stage's trainer that this stage's evaluator blessed: every stage
-  writes Models and ModelBlessings, and none may become another stage's "last blessed"."""
-  return tfx.dsl.Resolver(
-      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model,
-                            producer_component_id=stage.trainer_id, output_key="model"),
-      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
-                                     producer_component_id=stage.evaluator_id,
-                                     output_key=stage.blessing_key),
-  ).with_id(f"latest_blessed_{stage.model_name}_resolver")
+def _latest_blessed(stage: Stage, candidate: BaseNode) -> tfx.dsl.Resolver:
+  """The last model of this stage's trainer that this stage's evaluator blessed, other than
+  this run's candidate (so an identical re-run is cached, pipeline/components/
+  blessed_models.py): resolved after the trainer, whose newest model the candidate is."""
+  resolver = latest_blessed_before_candidate(
+      stage.trainer_id, stage.evaluator_id, stage.blessing_key,
+      f"latest_blessed_{stage.model_name}_resolver")
+  resolver.add_upstream_node(candidate)
+  return resolver
 
 
 def ranking_components(stage: RankingStage, config: PipelineConfig, validation_gate: BaseNode,
@@ -148,7 +147,7 @@ def ranking_components(stage: RankingStage, config: PipelineConfig, validation_g
       item_to_item_model=item_to_item.outputs["model"],
       settings=json.dumps(stage.training, sort_keys=True),
       candidates_per_source=stage.candidates_per_source).with_id(RANKER_STAGE.trainer_id)
-  ranker_blessed = _latest_blessed(RANKER_STAGE)
+  ranker_blessed = _latest_blessed(RANKER_STAGE, ranker)
   evaluator = RankerEvaluator(
       candidate_lists=miner.outputs["candidate_lists"],
       item_to_item_model=item_to_item.outputs["model"], retrieval_blessing=retrieval_blessing,
@@ -198,19 +197,22 @@ def create_components(config: PipelineConfig) -> List[BaseNode]:
       eval_fraction=config.eval_fraction, history_scope=config.history_scope,
       eval_split=config.eval_split, folds=config.ranking.folds if config.ranking else 0),
       RowPolicy(invalid_rows=config.invalid_rows, max_invalid_share=config.max_invalid_share,
-                max_clock_skew_s=config.max_clock_skew_s))
+                max_clock_skew_s=config.max_clock_skew_s), config.window)
   # The configured rating scale, written into a copy of the schema (rating_scale.py).
   schema_path = rating_scale.schema_with_rating_scale(
       config.schema_path, config.rating_scale, os.path.join(config.pipeline_root, "_schemas"))
   scale = rating_scale.schema_rating_scale(schema_path)
-  statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+  statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"],
+                                                stats_options=drift.STATS_OPTIONS)
   schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path)
   example_validator = tfx.components.ExampleValidator(
       statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
   validation_gate = ValidationGate(
       statistics=statistics_gen.outputs["statistics"],
-      anomalies=example_validator.outputs["anomalies"], data_root=config.data_root,
-      rating_scale=contract.format_scale(scale) if scale else "")
+      anomalies=example_validator.outputs["anomalies"], schema=schema_gen.outputs["schema"],
+      data_root=config.data_root, rating_scale=contract.format_scale(scale) if scale else "",
+      drift_features=config.drift_features, drift_threshold=config.drift_threshold,
+      drift_min_span_rows=config.drift_min_span_rows)
 
   transform = tfx.components.Transform(
       examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
@@ -239,7 +241,7 @@ def create_components(config: PipelineConfig) -> List[BaseNode]:
   popularity = PopularityBaseline(examples=example_gen.outputs["examples"], top_k=config.top_k)
   popularity.add_upstream_node(validation_gate)
 
-  last_blessed = _latest_blessed(RETRIEVAL_STAGE)
+  last_blessed = _latest_blessed(RETRIEVAL_STAGE, trainer)
   evaluator = RetrievalEvaluator(
       examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
       baseline_model=popularity.outputs["model"],

@@ -1,6 +1,7 @@
 """The append-only feedback log: impressions and clicks, in the pipeline's raw data format.
 
-Rows are contract interaction rows (JSONL) written under `<data_root>/interactions/`, so the next
+Rows are contract interaction rows (JSONL) written under `<data_root>/interactions/` (into the
+current day's span folder when the table is partitioned, pipeline/data/spans.py), so the next
 pipeline run ingests them. The file being written ends in `.jsonl.open`, which the pipeline's
 readers skip; on rotation (size or age) or at the next start after a crash it is renamed to
 `.jsonl` (a torn last line from a crash is dropped first). Every write is flushed and fsynced
@@ -24,7 +25,7 @@ from typing import IO, Any, Dict, Iterator, List, Mapping, Optional
 
 import tensorflow as tf
 
-from pipeline.data import contract, parsing
+from pipeline.data import contract, parsing, spans
 
 OPEN_SUFFIX = ".jsonl.open"
 FEEDBACK_PREFIX = "feedback-"
@@ -90,10 +91,18 @@ def _inode(path: str) -> int:
     return -1
 
 
+def feedback_folders(data_root: str) -> List[str]:
+  """Where feedback files are: the interactions folder, and for a partitioned one its two
+  newest span folders (today's, and yesterday's until its last file rotates)."""
+  folder = f"{data_root.rstrip('/')}/{contract.INTERACTIONS}"
+  return [folder] + [f"{folder}/{name}"
+                     for name in spans.table_spans(data_root, contract.INTERACTIONS)[-2:]]
+
+
 def open_feedback_files(data_root: str) -> List[str]:
   """The open (being written) feedback files under a data root."""
-  folder = f"{data_root.rstrip('/')}/{contract.INTERACTIONS}"
-  return sorted(tf.io.gfile.glob(f"{folder}/*{OPEN_SUFFIX}"))
+  return sorted(path for folder in feedback_folders(data_root)
+                for path in tf.io.gfile.glob(f"{folder}/*{OPEN_SUFFIX}"))
 
 
 def acknowledged_rows(path: str) -> Iterator[Dict[str, Any]]:
@@ -119,11 +128,9 @@ def recent_feedback_rows(data_root: str, max_age_s: float, max_bytes: int
   """Rows of the newest feedback files (open or closed) written in the last `max_age_s`, at most
   about `max_bytes` of them, oldest file first: what a restarted server needs to know what it
   issued, read in bounded time."""
-  folder = os.path.join(data_root, contract.INTERACTIONS)
-  if not os.path.isdir(folder):
-    return
   since = time.time() - max_age_s
-  paths = [os.path.join(folder, name) for name in os.listdir(folder)
+  paths = [os.path.join(folder, name) for folder in feedback_folders(data_root)
+           if os.path.isdir(folder) for name in os.listdir(folder)
            if name.startswith(FEEDBACK_PREFIX) and (name.endswith(".jsonl")
                                                     or name.endswith(OPEN_SUFFIX))]
   chosen, total = [], 0
@@ -156,9 +163,9 @@ class FeedbackLog:
     self._file: Optional[IO[bytes]] = None
     self._path = ""
     self._opened = 0.0
-    self.recovered = [p for p in (_recover(os.path.join(self._dir, name))
-                                  for name in sorted(os.listdir(self._dir))
-                                  if name.endswith(OPEN_SUFFIX)) if p]
+    self._opened_day = time.gmtime()[:3]
+    self.recovered = [p for p in (_recover(path) for path in open_feedback_files(data_root))
+                      if p]
 
   @property
   def path(self) -> str:
@@ -167,16 +174,23 @@ class FeedbackLog:
 
   def _open(self) -> None:
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    folder = spans.current_span_folder(self.data_root, contract.INTERACTIONS) or self._dir
+    os.makedirs(folder, exist_ok=True)
     self._path = os.path.join(
-        self._dir, f"{FEEDBACK_PREFIX}{stamp}-{os.getpid()}-{uuid.uuid4().hex[:8]}{OPEN_SUFFIX}")
+        folder, f"{FEEDBACK_PREFIX}{stamp}-{os.getpid()}-{uuid.uuid4().hex[:8]}{OPEN_SUFFIX}")
     self._file = open(self._path, "xb+")  # pylint: disable=consider-using-with
     if not _try_lock(self._file):  # a fresh, unique name: nobody else can hold it
       raise RuntimeError(f"could not lock the new feedback file {self._path}")
     self._opened = time.monotonic()
+    self._opened_day = time.gmtime()[:3]
 
   def _rotate_if_due(self) -> None:
-    if self._file is not None and (self._file.tell() >= self._max_bytes
-                                   or time.monotonic() - self._opened >= self._max_age_s):
+    """Rotates past the size or age limit, and when the day's span changed (UTC midnight), so
+    that each file lies in the span its rows belong to."""
+    if self._file is not None and (
+        self._file.tell() >= self._max_bytes
+        or time.monotonic() - self._opened >= self._max_age_s
+        or (os.path.dirname(self._path) != self._dir and time.gmtime()[:3] != self._opened_day)):
       self._close_locked()
 
   def append(self, rows: List[Mapping[str, Any]]) -> int:

@@ -19,6 +19,10 @@ RATING = "rating"
 TIMESTAMP = "timestamp"
 QUERY = "query"
 SESSION_ID = "session_id"
+# The dated span folder the interaction was read from (pipeline/data/spans.py); absent for a
+# flat data root. Statistics are sliced by it, so validation compares the newest span with the
+# one before (drift).
+SPAN = "span"
 # The user's positive interactions strictly before this one, most recent first.
 HISTORY = "history"
 # A request's unix seconds of each HISTORY item (the ranker reads when the user was active).
@@ -132,7 +136,7 @@ def activity_segment(prior_interactions: int) -> str:
 # The raw table each example feature comes from, so a validation error can name the files.
 SOURCE_TABLE = {
     **{name: contract.INTERACTIONS for name in (USER_ID, ITEM_ID, EVENT, RATING, TIMESTAMP, QUERY,
-                                                  SESSION_ID, HISTORY, HISTORY_FOLDS, FOLD,
+                                                  SESSION_ID, SPAN, HISTORY, HISTORY_FOLDS, FOLD,
                                                   USER_HISTORY_LENGTH, ACTIVITY_SEGMENT)},
     **{name: contract.USERS for name in (AGE, GENDER, OCCUPATION)},
     **{name: contract.ITEMS for name in (TITLE, DESCRIPTION, CATEGORIES, YEAR, IMAGE_URI)},

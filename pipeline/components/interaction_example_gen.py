@@ -5,9 +5,9 @@ example's history, and a split per user that matches how the history is read (`S
 for sequences the last interactions of every user are the eval split, so no future leaks into
 training; for logs whose order means nothing a random share of each user's interactions, as the
 public protocols split. Training interactions also get a fold, which the ranker's training
-lists hold out in turn. This is a `FileBasedExampleGen` with a custom executor: the stock driver
-still fingerprints every file under the data root, so an unchanged data root is a cache hit and
-a changed one is a new span of examples.
+lists hold out in turn. This is a `FileBasedExampleGen` with a custom executor and driver: the
+driver fingerprints exactly the files read (the span window's, pipeline/data/spans.py), so the
+same files are a cache hit and a new or late span, or a closed feedback file, is new examples.
 """
 from __future__ import annotations
 
@@ -24,15 +24,17 @@ import tensorflow as tf
 from absl import logging
 from google.protobuf import any_pb2, json_format, struct_pb2
 from tfx.components import FileBasedExampleGen
-from tfx.components.example_gen import base_example_gen_executor
+from tfx.components.example_gen import base_example_gen_executor, driver
+from tfx.components.example_gen import utils as example_gen_utils
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
 from tfx.types import standard_component_specs
 from tfx.utils import proto_utils
 
-from pipeline.data import contract
+from pipeline.data import contract, spans
 from pipeline.data.beam_io import INVALID, ReadTable
 from pipeline.data.examples import EVAL, SPLITS, TRAIN, encode_example, stable_hash
+from pipeline.data.spans import SpanWindow
 from transform import features as F
 from transform.features import HISTORY_ALL_TRAINING, HISTORY_EARLIER, HISTORY_SCOPES
 
@@ -153,6 +155,7 @@ def user_timeline(user_id: str, grouped: Mapping[str, Iterable[Dict[str, Any]]],
         F.TIMESTAMP: row["timestamp"],
         F.QUERY: row["query"],
         F.SESSION_ID: row["session_id"],
+        F.SPAN: spans.span_of(row[contract.SOURCE_FIELD]),
         F.HISTORY: [events[i]["item_id"] for i in history],
         F.HISTORY_FOLDS: [folds.get(i, F.NO_FOLD) for i in history],
         F.FOLD: folds.get(position, F.NO_FOLD),
@@ -342,13 +345,14 @@ class JoinInteractions(beam.PTransform):
   Bad rows of every kind (unparseable, a timestamp in the future, an unknown item, a duplicate
   id) are collected in the same pass; at the end `check_invalid` halts or, under `skip`, lets the
   examples without them through (see RowPolicy). `now`: the clock timestamps are checked
-  against (default: the time the pipeline is built)."""
+  against (default: the time the pipeline is built). `window`: the span folders read."""
 
   def __init__(self, data_root: str, settings: SplitSettings = SplitSettings(),
                policy: RowPolicy = RowPolicy(), report_path: Optional[str] = None,
-               now: Optional[float] = None):
+               now: Optional[float] = None, window: SpanWindow = SpanWindow()):
     super().__init__()
     self._data_root = data_root
+    self._window = window
     self._settings = settings
     self._policy = policy
     self._report_path = report_path
@@ -357,7 +361,7 @@ class JoinInteractions(beam.PTransform):
 
   def expand(self, pbegin: beam.pvalue.PBegin) -> Dict[str, beam.PCollection]:
     read = {table: (pbegin | f"Read[{table}]" >> ReadTable(
-        self._data_root, table, self._max_timestamp, invalid_rows=True))
+        self._data_root, table, self._max_timestamp, invalid_rows=True, window=self._window))
             for table in contract.TABLES}
     tables = {table: outputs["rows"] for table, outputs in read.items()}
     by_user = ({
@@ -407,7 +411,33 @@ def _custom_settings(exec_properties: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 INVALID_ROWS_REPORT = "invalid_rows.json"
+# The files the run read, per table, and the spans of the window (in the Examples artifact).
+INPUT_FILES = "input_files.json"
 _POLICY_FIELDS = tuple(field.name for field in dataclasses.fields(RowPolicy))
+_WINDOW_FIELDS = {"span_window": "spans", "max_span_age_days": "max_age_days"}
+
+
+def _window(settings: Mapping[str, Any]) -> SpanWindow:
+  age = settings.get("max_span_age_days")
+  return SpanWindow(spans=int(settings.get("span_window") or 0),
+                    max_age_days=None if age is None else float(age))
+
+
+class WindowDriver(driver.FileBasedDriver):
+  """Fingerprints exactly the files the executor will read (the span window's, data files
+  only), so a file the readers skip (an open feedback log) or a span outside the window never
+  makes a new run, and a late span inside it does; the Examples' `span` is the newest
+  interaction span (YYYYMMDD; 0 for flat tables)."""
+
+  def resolve_exec_properties(self, exec_properties, pipeline_info, component_info):
+    del pipeline_info, component_info
+    window = _window(_custom_settings(exec_properties))
+    read = spans.snapshot(exec_properties[standard_component_specs.INPUT_BASE_KEY], window)
+    logging.info("InteractionExampleGen: %s", read.describe())
+    exec_properties[example_gen_utils.SPAN_PROPERTY_NAME] = read.latest_span
+    exec_properties[example_gen_utils.VERSION_PROPERTY_NAME] = None
+    exec_properties[example_gen_utils.FINGERPRINT_PROPERTY_NAME] = read.fingerprint
+    return exec_properties
 
 
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
@@ -416,7 +446,15 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
   def Do(self, input_dict, output_dict, exec_properties) -> None:
     examples = output_dict[standard_component_specs.EXAMPLES_KEY][0]
     self._report_path = os.path.join(examples.uri, INVALID_ROWS_REPORT)
+    read = spans.snapshot(exec_properties[standard_component_specs.INPUT_BASE_KEY],
+                          _window(_custom_settings(exec_properties)))
     super().Do(input_dict, output_dict, exec_properties)
+    with tf.io.gfile.GFile(os.path.join(examples.uri, INPUT_FILES), "w") as f:
+      json.dump({"spans": read.spans, "files": read.files, "fingerprint": read.fingerprint},
+                f, indent=2)
+    examples.set_int_custom_property("files_read",
+                                     sum(len(paths) for paths in read.files.values()))
+    examples.set_string_custom_property("spans_read", read.describe())
     if tf.io.gfile.exists(self._report_path):  # The bad rows skipped, on the artifact.
       with tf.io.gfile.GFile(self._report_path) as f:
         examples.set_int_custom_property("invalid_rows_skipped", json.load(f)["invalid_rows"])
@@ -432,17 +470,26 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
     return pipeline | "JoinInteractions" >> JoinInteractions(data_root, SplitSettings(
         eval_fraction=float(settings["eval_fraction"]), history_scope=settings["history_scope"],
         eval_split=settings["eval_split"], folds=int(settings["folds"])), policy,
-        report_path=getattr(self, "_report_path", None))
+        report_path=getattr(self, "_report_path", None), window=_window(settings))
+
+
+class InteractionExampleGen(FileBasedExampleGen):
+  """TFX's file-based ExampleGen with the span window's driver."""
+  DRIVER_CLASS = WindowDriver
 
 
 def interaction_example_gen(data_root: str, settings: SplitSettings,
-                            policy: RowPolicy = RowPolicy()) -> FileBasedExampleGen:
-  """The component: every file under the data root's table folders is one input span."""
+                            policy: RowPolicy = RowPolicy(),
+                            window: SpanWindow = SpanWindow()) -> FileBasedExampleGen:
+  """The component: the data root's table files (flat, or the window's span folders) are one
+  input; its fingerprint and span come from WindowDriver."""
   packed_settings = struct_pb2.Struct()
-  packed_settings.update(dict(dataclasses.asdict(settings), **dataclasses.asdict(policy)))
+  packed_settings.update(dict(dataclasses.asdict(settings), **dataclasses.asdict(policy),
+                              **{key: getattr(window, field)
+                                 for key, field in _WINDOW_FIELDS.items()}))
   packed = any_pb2.Any()
   packed.Pack(packed_settings)
-  return FileBasedExampleGen(
+  return InteractionExampleGen(
       input_base=data_root,
       input_config=example_gen_pb2.Input(splits=[
           example_gen_pb2.Input.Split(name="tables", pattern="*/*")]),

@@ -1,4 +1,5 @@
-"""Halts the run before Transform when ExampleValidator found anomalies.
+"""Halts the run before Transform when ExampleValidator found anomalies, or the newest span
+drifted from the one before.
 
 TFX's ExampleValidator only records anomalies; nothing downstream stops on them. This gate turns
 them into an error that names each anomaly, its split, and the raw files the feature comes from,
@@ -10,13 +11,18 @@ import os
 from typing import Dict, List
 
 import tensorflow as tf
+from tensorflow_data_validation import constants
 from tensorflow_data_validation.utils import anomalies_util, display_util, stats_util
 from tfx import v1 as tfx
 from tfx.types import artifact_utils, standard_artifacts
+from tfx.utils import io_utils
 
 from pipeline.components.artifacts import ValidationReport
-from pipeline.data import contract, parsing
+from pipeline.data import contract, drift, parsing
 from transform import features as F
+
+
+DRIFT_REPORT = "drift.json"
 
 
 class DataValidationError(RuntimeError):
@@ -87,17 +93,24 @@ def describe(found: Dict[str, List[Dict[str, str]]], data_root: str,
 def ValidationGate(  # pylint: disable=invalid-name
     statistics: tfx.dsl.components.InputArtifact[standard_artifacts.ExampleStatistics],
     anomalies: tfx.dsl.components.InputArtifact[standard_artifacts.ExampleAnomalies],
+    schema: tfx.dsl.components.InputArtifact[standard_artifacts.Schema],
     report: tfx.dsl.components.OutputArtifact[ValidationReport],
     data_root: tfx.dsl.components.Parameter[str],
     rating_scale: tfx.dsl.components.Parameter[str] = "",
+    drift_features: tfx.dsl.components.Parameter[str] = "",
+    drift_threshold: tfx.dsl.components.Parameter[float] = 0.5,
+    drift_min_span_rows: tfx.dsl.components.Parameter[int] = 500,
 ) -> None:
-  """Writes the reports, then raises DataValidationError if any split has anomalies."""
+  """Writes the reports, then raises DataValidationError if any split has anomalies, or if the
+  newest span drifted from the one before (pipeline/data/drift.py)."""
   split_names = artifact_utils.decode_split_names(anomalies.split_names)
   found = split_anomalies(anomalies.uri, split_names)
   tf.io.gfile.makedirs(report.uri)
-  for split in artifact_utils.decode_split_names(statistics.split_names):
-    stats = stats_util.load_stats_binary(
-        os.path.join(statistics.uri, f"Split-{split}", "FeatureStats.pb"))
+  stats_splits = artifact_utils.decode_split_names(statistics.split_names)
+  for split in stats_splits:
+    stats = stats_util.get_slice_stats(stats_util.load_stats_binary(
+        os.path.join(statistics.uri, f"Split-{split}", "FeatureStats.pb")),
+        constants.DEFAULT_SLICE_KEY)
     with tf.io.gfile.GFile(os.path.join(report.uri, f"statistics_{split}.html"), "w") as f:
       f.write(display_util.get_statistics_html(stats))
   with tf.io.gfile.GFile(os.path.join(report.uri, "anomalies.json"), "w") as f:
@@ -114,3 +127,15 @@ def ValidationGate(  # pylint: disable=invalid-name
         f"input data under {data_root} has anomalies against the curated schema; the run stops "
         f"before Transform and nothing is trained or pushed (report: {report.uri}):\n"
         + describe(found, data_root, rating_scale))
+  settings = drift.DriftSettings.parse(drift_features, drift_threshold, drift_min_span_rows)
+  compared = drift.check(statistics.uri, stats_splits,
+                         io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema.uri)), settings)
+  with tf.io.gfile.GFile(os.path.join(report.uri, DRIFT_REPORT), "w") as f:
+    json.dump(compared, f, indent=2)
+  if any(result["drifted"] for result in compared):
+    raise DataValidationError(
+        f"the newest span under {data_root} drifted from the span before it; the run stops "
+        f"before Transform and nothing is trained or pushed (report: "
+        f"{os.path.join(report.uri, DRIFT_REPORT)}). If the change is expected, raise "
+        f"--drift_threshold or leave the feature out of --drift_features:\n"
+        + drift.describe(compared))

@@ -1,4 +1,5 @@
-"""Beam source for one contract table: every file under `<data_root>/<table>/`, parsed."""
+"""Beam source for one contract table: its files under `<data_root>/<table>/` (flat, or the
+span window's folders), parsed."""
 from __future__ import annotations
 
 from typing import Any, Dict, Iterator, Optional
@@ -7,6 +8,7 @@ import apache_beam as beam
 
 from pipeline.data import parsing
 from pipeline.data.contract import ContractError
+from pipeline.data.spans import SpanWindow
 
 # The tag of ReadTable's second output (with `invalid_rows=True`): one record per bad row.
 INVALID = "invalid"
@@ -41,13 +43,14 @@ class ReadTable(beam.PTransform):
   (its ContractError names file, line and column); with `invalid_rows=True` the transform
   returns {"rows": ..., INVALID: ...} and every bad row becomes a record (`invalid_record`), so a
   caller can report them all. `max_timestamp`: later timestamps are bad rows (see parse_row).
+  `window`: which span folders of a partitioned table are read (pipeline/data/spans.py).
   """
 
   def __init__(self, data_root: str, table: str, max_timestamp: Optional[float] = None,
-               invalid_rows: bool = False):
+               invalid_rows: bool = False, window: SpanWindow = SpanWindow()):
     super().__init__()
     self._table = table
-    self._files = parsing.list_table_files(data_root, table)
+    self._files = parsing.list_table_files(data_root, table, window)
     self._max_timestamp = max_timestamp
     self._invalid_rows = invalid_rows
 

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from pipeline.data import contract
 from pipeline.data.contract import ContractError
+from pipeline.data.spans import SpanWindow, table_files, table_spans
 
 _KIND_DESCRIPTIONS = {
     "str": "a string",
@@ -502,21 +503,24 @@ def read_file_rows(path: str, table: str, max_timestamp: Optional[float] = None
   return _raise_first(iter_file_rows(path, table, max_timestamp))
 
 
-def list_table_files(data_root: str, table: str) -> List[str]:
-  """The table's data files, sorted so runs are reproducible; other files are ignored."""
+def list_table_files(data_root: str, table: str,
+                     window: SpanWindow = SpanWindow()) -> List[str]:
+  """The table's data files (flat, or the window's span folders, see spans.py), sorted so runs
+  are reproducible; other files are ignored."""
   _columns(table)
-  folder = f"{data_root.rstrip('/')}/{table}"
-  files = sorted(
-      path for path in tf.io.gfile.glob(f"{folder}/*") if _extension(path) in contract.FILE_FORMATS)
+  files = table_files(data_root, table, window)
   if not files and table not in contract.OPTIONAL_TABLES:
+    folder = f"{data_root.rstrip('/')}/{table}"
     raise ContractError(
-        f"required table '{table}' has no data files in {folder}/; put one or more "
-        f"{', '.join(contract.FILE_FORMATS)} files there")
+        f"required table '{table}' has no data files in {folder}/"
+        + (" (in the span window)" if table_spans(data_root, table) else "")
+        + f"; put one or more {', '.join(contract.FILE_FORMATS)} files there")
   return files
 
 
-def read_table(data_root: str, table: str) -> Iterator[Dict[str, Any]]:
+def read_table(data_root: str, table: str, window: SpanWindow = SpanWindow()
+               ) -> Iterator[Dict[str, Any]]:
   """Every row of one table, file by file, streamed (for Python-side readers: serving's stores,
   the bandit's log reader, benchmarks; Beam components read with `beam_io.ReadTable`)."""
-  for path in list_table_files(data_root, table):
+  for path in list_table_files(data_root, table, window):
     yield from read_file_rows(path, table)

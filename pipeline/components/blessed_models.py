@@ -1,0 +1,48 @@
+"""Which earlier blessed model a run compares with (or starts from), chosen so that a run on
+identical input is a cache hit in every component.
+
+TFX's LatestBlessedModelStrategy returns the newest blessed model. After a run blesses its
+candidate, an identical re-run (every component cached up to the trainer) would get that same
+candidate as "the last blessed model", so the evaluator's inputs change, it runs again, compares
+the model with itself, and the pusher runs again. Here the newest model of the trainer's channel,
+which is this run's candidate (fresh or cached), is left out: an identical re-run resolves what
+the first run resolved, and a changed run still meets every earlier blessing.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+from tfx import types
+from tfx import v1 as tfx
+from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
+    LatestBlessedModelStrategy)
+
+MODEL, BLESSING = "model", "model_blessing"
+
+
+class LatestBlessedBeforeCandidate(LatestBlessedModelStrategy):
+  """The newest blessed model other than the trainer's newest (the candidate being judged)."""
+
+  def resolve_artifacts(self, store, input_dict: Dict[str, List[types.Artifact]]
+                        ) -> Optional[Dict[str, List[types.Artifact]]]:
+    models = input_dict[MODEL]
+    if models:
+      candidate = max(model.id for model in models)
+      input_dict = dict(input_dict, **{MODEL: [m for m in models if m.id != candidate]})
+    if not input_dict[MODEL]:
+      return {key: [] for key in input_dict}
+    return super().resolve_artifacts(store, input_dict)
+
+
+def latest_blessed_before_candidate(trainer_id: str, evaluator_id: str, blessing_key: str,
+                                    resolver_id: str) -> tfx.dsl.Resolver:
+  """The resolver: every Model of `trainer_id` and every blessing `evaluator_id` wrote under
+  `blessing_key` (so no stage's blessing becomes another's)."""
+  return tfx.dsl.Resolver(
+      strategy_class=LatestBlessedBeforeCandidate,
+      **{MODEL: tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model,
+                                producer_component_id=trainer_id, output_key="model"),
+         BLESSING: tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
+                                   producer_component_id=evaluator_id,
+                                   output_key=blessing_key)},
+  ).with_id(resolver_id)
