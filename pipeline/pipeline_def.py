@@ -103,13 +103,14 @@ def stages(config: PipelineConfig) -> List[Stage]:
           + ([BANDIT_STAGE] if config.bandit else []))
 
 
-def _latest_blessed(stage: Stage, candidate: BaseNode) -> tfx.dsl.Resolver:
+def _latest_blessed(stage: Stage, candidate: BaseNode, portable: bool) -> tfx.dsl.Resolver:
   """The last model of this stage's trainer that this stage's evaluator blessed, other than
   this run's candidate (so an identical re-run is cached, pipeline/components/
-  blessed_models.py): resolved after the trainer, whose newest model the candidate is."""
+  blessed_models.py): resolved after the trainer, whose newest model the candidate is.
+  `portable`: TFX's own strategy, the only one Kubeflow V2 compiles."""
   resolver = latest_blessed_before_candidate(
       stage.trainer_id, stage.evaluator_id, stage.blessing_key,
-      f"latest_blessed_{stage.model_name}_resolver")
+      f"latest_blessed_{stage.model_name}_resolver", portable)
   resolver.add_upstream_node(candidate)
   return resolver
 
@@ -117,8 +118,8 @@ def _latest_blessed(stage: Stage, candidate: BaseNode) -> tfx.dsl.Resolver:
 def ranking_components(stage: RankingStage, config: PipelineConfig, validation_gate: BaseNode,
                        transform, trainer, retrieval_blessing: tfx.dsl.Channel, schema,
                        examples: tfx.dsl.Channel, popularity: tfx.dsl.Channel,
-                       retrieval_settings: dict, content: Optional[tfx.dsl.Channel]
-                       ) -> List[BaseNode]:
+                       retrieval_settings: dict, content: Optional[tfx.dsl.Channel],
+                       portable: bool = False) -> List[BaseNode]:
   """The item-to-item source, the fold models, the list miner, the ranker, their evaluators
   and pushers."""
   folds = held_out_folds(config.history_scope, stage.folds)
@@ -147,7 +148,7 @@ def ranking_components(stage: RankingStage, config: PipelineConfig, validation_g
       item_to_item_model=item_to_item.outputs["model"],
       settings=json.dumps(stage.training, sort_keys=True),
       candidates_per_source=stage.candidates_per_source).with_id(RANKER_STAGE.trainer_id)
-  ranker_blessed = _latest_blessed(RANKER_STAGE, ranker)
+  ranker_blessed = _latest_blessed(RANKER_STAGE, ranker, portable)
   evaluator = RankerEvaluator(
       candidate_lists=miner.outputs["candidate_lists"],
       item_to_item_model=item_to_item.outputs["model"], retrieval_blessing=retrieval_blessing,
@@ -191,8 +192,8 @@ def cross_encoder_components(stage: CrossEncoderStage, config: PipelineConfig,
   return [miner, trainer, evaluator, pusher]
 
 
-def create_components(config: PipelineConfig) -> List[BaseNode]:
-  """The components in execution order."""
+def create_components(config: PipelineConfig, portable: bool = False) -> List[BaseNode]:
+  """The components in execution order; `portable`: only what Kubeflow V2 compiles."""
   example_gen = interaction_example_gen(config.data_root, SplitSettings(
       eval_fraction=config.eval_fraction, history_scope=config.history_scope,
       eval_split=config.eval_split, folds=config.ranking.folds if config.ranking else 0),
@@ -241,7 +242,7 @@ def create_components(config: PipelineConfig) -> List[BaseNode]:
   popularity = PopularityBaseline(examples=example_gen.outputs["examples"], top_k=config.top_k)
   popularity.add_upstream_node(validation_gate)
 
-  last_blessed = _latest_blessed(RETRIEVAL_STAGE, trainer)
+  last_blessed = _latest_blessed(RETRIEVAL_STAGE, trainer, portable)
   evaluator = RetrievalEvaluator(
       examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
       baseline_model=popularity.outputs["model"],
@@ -256,7 +257,8 @@ def create_components(config: PipelineConfig) -> List[BaseNode]:
     components += ranking_components(config.ranking, config, validation_gate, transform, trainer,
                                      evaluator.outputs["blessing"], schema_gen.outputs["schema"],
                                      example_gen.outputs["examples"],
-                                     popularity.outputs["model"], retrieval_settings, content)
+                                     popularity.outputs["model"], retrieval_settings, content,
+                                     portable)
   if config.cross_encoder is not None:
     components += cross_encoder_components(config.cross_encoder, config,
                                            example_gen.outputs["examples"],
@@ -279,7 +281,7 @@ def create_pipeline(config: PipelineConfig, local_metadata: bool = True) -> tfx.
   return tfx.dsl.Pipeline(
       pipeline_name=config.pipeline_name,
       pipeline_root=config.pipeline_root,
-      components=create_components(config),
+      components=create_components(config, portable=not local_metadata),
       enable_cache=config.enable_cache,
       metadata_connection_config=(metadata.sqlite_metadata_connection_config(
           config.metadata_path) if local_metadata else None),

@@ -35,11 +35,13 @@ class LatestBlessedBeforeCandidate(LatestBlessedModelStrategy):
 
 
 def latest_blessed_before_candidate(trainer_id: str, evaluator_id: str, blessing_key: str,
-                                    resolver_id: str) -> tfx.dsl.Resolver:
+                                    resolver_id: str, portable: bool = False
+                                    ) -> tfx.dsl.Resolver:
   """The resolver: every Model of `trainer_id` and every blessing `evaluator_id` wrote under
-  `blessing_key` (so no stage's blessing becomes another's)."""
+  `blessing_key` (so no stage's blessing becomes another's). `portable`: TFX's own strategy
+  (Kubeflow V2 compiles no other; an identical re-run there re-runs the evaluator)."""
   return tfx.dsl.Resolver(
-      strategy_class=LatestBlessedBeforeCandidate,
+      strategy_class=LatestBlessedModelStrategy if portable else LatestBlessedBeforeCandidate,
       **{MODEL: tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model,
                                 producer_component_id=trainer_id, output_key="model"),
          BLESSING: tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
