@@ -108,7 +108,7 @@ class PipelineConfig:
   # (0: all), less those more than `max_span_age_days` older than the newest (None: no limit).
   span_window: int = 0
   max_span_age_days: Optional[float] = None
-  # Drift (pipeline/data/drift.py): the newest span's distribution of each of `drift_features`
+  # Drift (pipeline/components/drift.py): the newest span's distribution of each of `drift_features`
   # against the span before it, by TFDV's L-infinity distance; past `drift_threshold` the run
   # halts before Transform. Spans under `drift_min_span_rows` examples are too few to judge.
   drift_features: str = "item_id"

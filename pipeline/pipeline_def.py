@@ -38,7 +38,8 @@ from pipeline.components.serving_pusher import pusher_id, serving_root_pusher
 from pipeline.components.validation_gate import ValidationGate
 from pipeline.config import CrossEncoderStage, PipelineConfig, RankingStage
 from pipeline.evaluation.report import EvaluationReport
-from pipeline.data import contract, drift, rating_scale
+from pipeline.components import drift
+from pipeline.data import contract, rating_scale
 from pipeline.data.examples import EVAL, TRAIN
 from serving.models_config import (BANDIT, CROSS_ENCODER, ITEM_TO_ITEM, POPULARITY, RANKER,
                                    RETRIEVAL)

@@ -12,7 +12,8 @@ import tensorflow_data_validation as tfdv
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from pipeline.data import contract, drift, parsing, spans
+from pipeline.components import drift
+from pipeline.data import contract, parsing, spans
 from pipeline.data.examples import encode_example
 from pipeline.runners import cycle
 from tests.conftest import pipeline_config

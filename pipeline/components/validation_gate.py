@@ -18,7 +18,8 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
 
 from pipeline.components.artifacts import ValidationReport
-from pipeline.data import contract, drift, parsing
+from pipeline.components import drift
+from pipeline.data import contract, parsing
 from transform import features as F
 
 
@@ -102,7 +103,7 @@ def ValidationGate(  # pylint: disable=invalid-name
     drift_min_span_rows: tfx.dsl.components.Parameter[int] = 500,
 ) -> None:
   """Writes the reports, then raises DataValidationError if any split has anomalies, or if the
-  newest span drifted from the one before (pipeline/data/drift.py)."""
+  newest span drifted from the one before (pipeline/components/drift.py)."""
   split_names = artifact_utils.decode_split_names(anomalies.split_names)
   found = split_anomalies(anomalies.uri, split_names)
   tf.io.gfile.makedirs(report.uri)
