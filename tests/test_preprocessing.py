@@ -18,7 +18,8 @@ def _row(user, item, history, title, categories, year=None, age=None, gender=Non
          F.USER_HISTORY_LENGTH: [len(history)], F.ACTIVITY_SEGMENT: ["0-9"],
          F.TITLE: [title], F.CATEGORIES: categories, F.YEAR: [year] if year else [],
          F.AGE: [age] if age else [], F.GENDER: [gender] if gender else []}
-  for name in (F.RATING, F.QUERY, F.SESSION_ID, F.OCCUPATION, F.DESCRIPTION, F.IMAGE_URI):
+  for name in (F.RATING, F.QUERY, F.SESSION_ID, F.SPAN, F.OCCUPATION, F.DESCRIPTION,
+               F.IMAGE_URI):
     row[name] = []
   return row
 
