@@ -17,8 +17,8 @@ from tfx import v1 as tfx
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
 
-from pipeline.components.artifacts import ValidationReport
 from pipeline.components import drift
+from pipeline.components.artifacts import ValidationReport
 from pipeline.data import contract, parsing
 from transform import features as F
 
@@ -129,8 +129,8 @@ def ValidationGate(  # pylint: disable=invalid-name
         f"before Transform and nothing is trained or pushed (report: {report.uri}):\n"
         + describe(found, data_root, rating_scale))
   settings = drift.DriftSettings.parse(drift_features, drift_threshold, drift_min_span_rows)
-  compared = drift.check(statistics.uri, stats_splits,
-                         io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema.uri)), settings)
+  curated = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema.uri))
+  compared = drift.check(statistics.uri, stats_splits, curated, settings)
   with tf.io.gfile.GFile(os.path.join(report.uri, DRIFT_REPORT), "w") as f:
     json.dump(compared, f, indent=2)
   if any(result["drifted"] for result in compared):

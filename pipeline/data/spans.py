@@ -135,9 +135,12 @@ def expired_spans(data_root: str, window: SpanWindow) -> List[str]:
 def table_files(data_root: str, table: str, window: SpanWindow = SpanWindow()) -> List[str]:
   """The data files of `table` a run reads: the flat folder's, or its window's span folders',
   sorted so runs are reproducible; other files (an open feedback log) are not data."""
+  return _files_in(data_root, table, window_spans(data_root, table, window))
+
+
+def _files_in(data_root: str, table: str, span_names: Sequence[str]) -> List[str]:
   folder = _table_folder(data_root, table)
-  spans = window_spans(data_root, table, window)
-  folders = [f"{folder}/{name}" for name in spans] if spans else [folder]
+  folders = [f"{folder}/{name}" for name in span_names] if span_names else [folder]
   return sorted(path for sub in folders for path in tf.io.gfile.glob(f"{sub}/*")
                 if _is_data_file(path))
 
@@ -176,7 +179,7 @@ class WindowSnapshot:
 def snapshot(data_root: str, window: SpanWindow = SpanWindow()) -> WindowSnapshot:
   """Lists the window's files once (the driver's fingerprint and the executor's reads agree)."""
   spans = {table: window_spans(data_root, table, window) for table in contract.TABLES}
-  files = {table: table_files(data_root, table, window) for table in contract.TABLES}
+  files = {table: _files_in(data_root, table, spans[table]) for table in contract.TABLES}
   digest = hashlib.sha256()
   for table in contract.TABLES:
     for path in files[table]:
