@@ -5,7 +5,8 @@
         [-- --runner=DataflowRunner --project=... (Beam's flags, after a lone --)]
 
 takes the pipeline flags every runner shares (pipeline/flags.py) and writes a pipeline JSON
-(`--output_dir`, default the current folder) to submit with the KFP client or Vertex AI. The
+(`--output_dir`, default the current folder) to submit with the KFP client or Vertex AI
+(`kubeflow/schedule.py` makes it a recurring run; the span window is a pipeline parameter). The
 image is built from kubeflow/Dockerfile and holds this repository, so every component finds its
 code.
 """
@@ -21,6 +22,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner  # noqa: E402
 
 from pipeline import pipeline_def  # noqa: E402
+from pipeline.components.interaction_example_gen import window_parameters  # noqa: E402
 from pipeline.config import PipelineConfig  # noqa: E402
 from pipeline.flags import (add_pipeline_arguments, config_from_args,  # noqa: E402
                             parse_pipeline_args)
@@ -28,11 +30,13 @@ from pipeline.flags import (add_pipeline_arguments, config_from_args,  # noqa: E
 
 def compile_pipeline(config: PipelineConfig, image: str, output_dir: str,
                      output_filename: str = "pipeline.json") -> str:
-  """Writes the Kubeflow V2 pipeline spec; returns its path."""
+  """Writes the Kubeflow V2 pipeline spec; returns its path. The span window is a pipeline
+  parameter; its values in `config` are the job's defaults (kubeflow/schedule.py sets them)."""
   runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
       config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(default_image=image),
       output_dir=output_dir, output_filename=output_filename)
-  runner.run(pipeline_def.create_pipeline(config, local_metadata=False), write_out=True)
+  runner.run(pipeline_def.create_pipeline(config, local_metadata=False), write_out=True,
+             parameter_values=window_parameters(config.window, runtime=False))
   return os.path.join(output_dir, output_filename)
 
 

@@ -141,6 +141,9 @@ class PipelineConfig:
   # retrieval models (served and fold) fuse them into the candidate tower, and the served one
   # embeds new items from raw content (trainer/retrieval/content_graph.py).
   content: bool = False
+  # The retrieval trainer starts from the last blessed retrieval model's weights, the id tables
+  # mapped through both runs' vocabularies (trainer/retrieval/warm_start.py).
+  warm_start: bool = True
   beam_pipeline_args: List[str] = dataclasses.field(
       default_factory=lambda: ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
   enable_cache: bool = True

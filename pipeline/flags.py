@@ -151,6 +151,9 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
                       help="the multimodal item tower: embed the catalog's text and images "
                            "(pretrained encoders) and fuse them into retrieval, so items "
                            "without interactions are recommended by their content")
+  parser.add_argument("--no_warm_start", dest="warm_start", action="store_false",
+                      help="train the retriever from scratch instead of from the last blessed "
+                           "model's weights")
   parser.add_argument("--no_cache", action="store_true",
                       help="re-run every component even where MLMD has a cached execution")
 
@@ -217,4 +220,5 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     config.cross_encoder = cross_encoder_stage(args)
   config.bandit = movielens if args.bandit is None else args.bandit
   config.content = args.content
+  config.warm_start = args.warm_start
   return config

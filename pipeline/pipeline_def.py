@@ -21,7 +21,8 @@ from agents.policy_trainer import REPORT_HTML as BANDIT_REPORT_HTML
 from agents.policy_trainer import REPORT_JSON as BANDIT_REPORT_JSON
 from pipeline.components import cross_encoder_evaluator, ranker_evaluator, retrieval_evaluator
 from pipeline.components.bandit_policy_trainer import BanditPolicyTrainer
-from pipeline.components.blessed_models import latest_blessed_before_candidate
+from pipeline.components.blessed_models import (latest_blessed_before_candidate,
+                                                 latest_blessed_before_examples)
 from pipeline.components.content_embedder import ContentEmbedder
 from pipeline.components.cross_encoder_evaluator import CrossEncoderEvaluator
 from pipeline.components.cross_encoder_miner import CrossEncoderMiner
@@ -199,7 +200,8 @@ def create_components(config: PipelineConfig, portable: bool = False) -> List[Ba
       eval_fraction=config.eval_fraction, history_scope=config.history_scope,
       eval_split=config.eval_split, folds=config.ranking.folds if config.ranking else 0),
       RowPolicy(invalid_rows=config.invalid_rows, max_invalid_share=config.max_invalid_share,
-                max_clock_skew_s=config.max_clock_skew_s), config.window)
+                max_clock_skew_s=config.max_clock_skew_s), config.window,
+      runtime_window=portable)
   # The configured rating scale, written into a copy of the schema (rating_scale.py).
   schema_path = rating_scale.schema_with_rating_scale(
       config.schema_path, config.rating_scale, os.path.join(config.pipeline_root, "_schemas"))
@@ -231,6 +233,11 @@ def create_components(config: PipelineConfig, portable: bool = False) -> List[Ba
                                data_root=config.data_root)
     embedder.add_upstream_node(validation_gate)  # nothing is embedded from data with anomalies
     content_nodes, content = [embedder], embedder.outputs["embeddings"]
+  base_nodes: List[BaseNode] = []
+  if config.warm_start:
+    base_nodes = [latest_blessed_before_examples(
+        RETRIEVAL_STAGE.trainer_id, RETRIEVAL_STAGE.evaluator_id, RETRIEVAL_STAGE.blessing_key,
+        example_gen.id, "warm_start_retrieval_resolver", portable)]
   trainer = RetrievalTrainer(
       run_fn=RETRIEVAL_RUN_FN,
       examples=transform.outputs["transformed_examples"],
@@ -239,6 +246,7 @@ def create_components(config: PipelineConfig, portable: bool = False) -> List[Ba
       train_args=tfx.proto.TrainArgs(splits=[TRAIN]),
       eval_args=tfx.proto.EvalArgs(splits=[EVAL]),
       custom_config=retrieval_settings, content=content,
+      base_model=base_nodes[0].outputs["model"] if base_nodes else None,
   ).with_id(RETRIEVAL_STAGE.trainer_id)
   popularity = PopularityBaseline(examples=example_gen.outputs["examples"], top_k=config.top_k)
   popularity.add_upstream_node(validation_gate)
@@ -253,7 +261,7 @@ def create_components(config: PipelineConfig, portable: bool = False) -> List[Ba
   pusher = serving_root_pusher(trainer.outputs["model"], evaluator.outputs["blessing"],
                                config.serving_root, RETRIEVAL_STAGE.model_name)
   components = [example_gen, statistics_gen, schema_gen, example_validator, validation_gate,
-                transform, *content_nodes, trainer, popularity, last_blessed, evaluator, pusher]
+                transform, *content_nodes, *base_nodes, trainer, popularity, last_blessed, evaluator, pusher]
   if config.ranking is not None:
     components += ranking_components(config.ranking, config, validation_gate, transform, trainer,
                                      evaluator.outputs["blessing"], schema_gen.outputs["schema"],

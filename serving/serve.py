@@ -58,14 +58,15 @@ class LocalStack:
                host: str = LOOPBACK, model_server_port: int = 0,
                header_timeout_s: float = limits.HEADER_TIMEOUT_S,
                model_server_options: Optional[dict] = None, catalog_refresh_s: float = 60.0,
-               user_state: UserStateConfig = UserStateConfig()):
+               user_state: UserStateConfig = UserStateConfig(),
+               feedback_rotate_s: float = 3600.0):
     self.model_server = None
     if model_server is None:
       self.model_server = ModelServer(models_config_path(serving_root), model_server_port,
                                       poll_seconds, **(model_server_options or {})).start()
       model_server = grpc_address(self.model_server.host, self.model_server.port)
     self.model_server_address = model_server
-    self.feedback = FeedbackLog(data_root)
+    self.feedback = FeedbackLog(data_root, max_age_s=feedback_rotate_s)
     issued = rebuilt(recent_feedback_rows(data_root, limits.ISSUED_MAX_AGE_S,
                                           limits.ISSUED_REBUILD_BYTES))
     self.client = ModelClient(model_server)
@@ -126,6 +127,9 @@ def main(argv: List[str]) -> int:
   parser.add_argument("--catalog_refresh_s", type=float, default=60.0,
                       help="re-read the catalog this often; new items a multimodal retrieval "
                            "model can embed are recommended at once (0: read it at start only)")
+  parser.add_argument("--feedback_rotate_s", type=float, default=3600.0,
+                      help="close the feedback file this often (the pipeline reads closed "
+                           "files only: the freshest feedback a retraining cycle sees)")
   add_model_server_flags(parser)
   add_user_state_flags(parser)
   args = parser.parse_args(argv)
@@ -141,7 +145,8 @@ def main(argv: List[str]) -> int:
   stack = LocalStack(args.data_root, args.serving_root, args.model_server, experiment, args.port,
                      args.http_port, args.file_system_poll_wait_seconds, args.host,
                      args.model_server_port, args.http_header_timeout_s, options,
-                     args.catalog_refresh_s, UserStateConfig.from_flags(args)).start()
+                     args.catalog_refresh_s, UserStateConfig.from_flags(args),
+                     args.feedback_rotate_s).start()
   print(f"serving: {json.dumps(stack.addresses())}", flush=True)
   run_until_interrupted(stack.stop)
   return 0

@@ -1,47 +1,47 @@
 """Dated spans, the rolling window, retention, drift, and the retraining cycle (its lock, its
-clean exit on no new data, a fully cached re-run), on real MovieLens rows split into daily
-spans by their timestamps."""
+clean exit on no new data, a fully cached re-run, the closed loop through a running server's
+feedback and a warm start), on real MovieLens rows split into daily spans by their
+timestamps."""
 import datetime
 import json
 import os
 import shutil
+import time
 
+import grpc
 import pytest
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
+from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
 from pipeline.components import drift
-from pipeline.data import contract, parsing, spans
+from pipeline.data import contract, parsing, span_split, spans
 from pipeline.data.examples import encode_example
 from pipeline.runners import cycle
+from serving.protos import recommender_pb2 as pb
+from serving.protos import recommender_pb2_grpc
 from tests.conftest import pipeline_config
+from tests.serving_stack import ServeProcess
+
+AVAILABLE = get_model_status_pb2.ModelVersionStatus.State.AVAILABLE
 
 
 def _write_jsonl(path, rows):
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, "w") as f:
-    for row in rows:
-      f.write(json.dumps({k: v for k, v in row.items()
-                          if k != contract.SOURCE_FIELD and v not in (None, "", [])}) + "\n")
+    f.write("".join(span_split.json_line(row) for row in rows))
 
 
 def spanned_root(slice_root, root, days=None):
   """The slice with its interactions in daily spans (UTC date of each timestamp) and its
   catalog and users as one snapshot span; `days`: keep only the latest N days."""
-  by_day = {}
-  for row in parsing.read_table(slice_root, contract.INTERACTIONS):
-    day = datetime.datetime.fromtimestamp(row["timestamp"], datetime.timezone.utc).date()
-    by_day.setdefault(day, []).append(row)
-  chosen = sorted(by_day)[-days:] if days else sorted(by_day)
-  for day in chosen:
-    _write_jsonl(os.path.join(root, contract.INTERACTIONS, spans.span_name(day), "part.jsonl"),
-                 by_day[day])
-  newest = spans.span_name(chosen[-1])
-  for table in (contract.ITEMS, contract.USERS):
-    _write_jsonl(os.path.join(root, table, newest, "part.jsonl"),
-                 parsing.read_table(slice_root, table))
+  written = span_split.write_daily_interactions(slice_root, root)
+  for day in written[:-days] if days else []:
+    shutil.rmtree(os.path.join(root, contract.INTERACTIONS, spans.span_name(day)))
+  chosen = written[-days:] if days else written
+  span_split.write_snapshots(slice_root, root, chosen[-1])
   return root, chosen
 
 
@@ -152,6 +152,16 @@ def test_drift_between_spans(slice_root, tmp_path):
   assert small["drifted"] == [] and "drift_min_span_rows" in small["skipped"]
 
 
+def test_a_run_in_the_same_second_as_the_last_gets_a_folder_of_its_own(tmp_path):
+  """A fully cached cycle takes under a second: the next run's id must not be the same."""
+  from pipeline.runners.local_runner import new_run_id
+  now = datetime.datetime.now(datetime.timezone.utc)
+  for second in range(5):
+    os.makedirs(tmp_path / (now + datetime.timedelta(seconds=second)).strftime("%Y%m%dT%H%M%S"))
+  run_id = new_run_id(str(tmp_path))
+  assert run_id.endswith("-2") and not (tmp_path / run_id).exists()
+
+
 def test_second_cycle_refuses_while_one_holds_the_lock(tmp_path, capsys):
   config = pipeline_config(str(tmp_path), str(tmp_path / "data"))
   held = cycle.acquire_lock(config.output_root)
@@ -163,22 +173,94 @@ def test_second_cycle_refuses_while_one_holds_the_lock(tmp_path, capsys):
   assert cycle.acquire_lock(config.output_root) is not None
 
 
-def test_cycles_run_then_exit_cleanly_then_rerun_fully_cached(slice_root, tmp_path, capsys):
-  """One cycle trains and pushes; the next, with no new file, exits 0 without running; forced,
-  every component, the evaluator and the pusher included, is a cache hit."""
+def _newest_training_report(output_root):
+  """The newest retrieval Model artifact's training report (its warm start, its epochs)."""
+  reports = tf.io.gfile.glob(os.path.join(output_root, "pipeline_root", "*", "Trainer", "model",
+                                          "*", "training.json"))
+  with open(max(reports, key=lambda path: int(path.split(os.sep)[-2]))) as f:
+    return json.load(f)
+
+
+def _served_feedback(root, serving_root, log_path):
+  """Starts serve as README does on the cycle's data and serving roots, shows users their
+  recommendations, clicks the first item for half of them, and waits for the feedback file to
+  rotate (the pipeline reads closed files only); returns the running server and the clicks."""
+  server = ServeProcess(["--data_root", root, "--serving_root", serving_root,
+                         "--file_system_poll_wait_seconds", "0.5", "--feedback_rotate_s", "2"],
+                        log_path).start()
+  stub = recommender_pb2_grpc.RecommenderStub(grpc.insecure_channel(server.grpc))
+  clicks = []
+  for user in map(str, range(1, 41)):
+    shown = stub.Recommend(pb.RecommendRequest(user=pb.UserContext(user_id=user), k=5),
+                           timeout=60)
+    if int(user) % 2:
+      stub.Feedback(pb.FeedbackRequest(request_id=shown.request_id, user_id=user,
+                                       item_id=shown.items[0].item_id, event="click"),
+                    timeout=30)
+      clicks.append((user, shown.items[0].item_id))
+  time.sleep(2.5)
+  stub.Recommend(pb.RecommendRequest(user=pb.UserContext(user_id="1"), k=5), timeout=60)
+  return server, clicks
+
+
+def _version_available(server, version, timeout_s=180):
+  """Waits until the running model server has `version` of the retrieval model AVAILABLE."""
+  models = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(server.model_server))
+  deadline = time.monotonic() + timeout_s
+  while time.monotonic() < deadline:
+    status = models.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(
+        model_spec={"name": "retrieval"}), timeout=10)
+    if any(s.version == version and s.state == AVAILABLE for s in status.model_version_status):
+      return True
+    time.sleep(1)
+  return False
+
+
+def test_the_loop_closes_cycle_serve_feedback_cycle(slice_root, tmp_path, capsys):
+  """One cycle trains (cold) and pushes; the next, with no new file, exits 0 without running;
+  forced, every component, the evaluator and the pusher included, is a cache hit. Then the
+  pushed model is served, users click, the feedback lands in today's span, and the next cycle
+  ingests it, trains warm from the blessed model, pushes a new version, and the running server
+  loads it without a restart."""
   root, _ = spanned_root(slice_root, str(tmp_path / "data"))
-  argv = ["--data_root", root, "--output_root", str(tmp_path / "outputs"), "--epochs", "3",
+  outputs = str(tmp_path / "outputs")
+  argv = ["--data_root", root, "--output_root", outputs, "--epochs", "3",
           "--no_ranker", "--no_bandit", "--gate_metrics", "recall@100",
           "--regression_tolerance", "1.0", "--drift_min_span_rows", "50"]
   assert cycle.main(argv) == cycle.OK
-  first = cycle.last_cycle(str(tmp_path / "outputs"))
+  first = cycle.last_cycle(outputs)
   assert first["status"] == "succeeded" and first["pushed"]["retrieval"]
   assert cycle.main(argv) == cycle.OK
   assert "no new data since cycle" in capsys.readouterr().out
   assert cycle.main(argv + ["--force"]) == cycle.OK
-  forced = cycle.last_cycle(str(tmp_path / "outputs"))
+  forced = cycle.last_cycle(outputs)
+  assert forced["run_id"] != first["run_id"]
   with open(forced["summary"]) as f:
     summary = json.load(f)
   ran = {name for name in summary["component_seconds"] if not name.endswith("_resolver")}
   assert {"RetrievalEvaluator", "retrieval_pusher"} <= ran <= set(summary["cached_components"])
   assert summary["pushed_to"] == first["pushed"]["retrieval"]  # the same version, not a new one
+  assert not _newest_training_report(outputs)["warm_start"]["warm"]
+
+  server, clicks = _served_feedback(root, os.path.join(outputs, "serving"),
+                                    str(tmp_path / "serve.log"))
+  try:
+    today = spans.span_name(datetime.datetime.now(datetime.timezone.utc).date())
+    closed = tf.io.gfile.glob(os.path.join(root, contract.INTERACTIONS, today, "feedback-*.jsonl"))
+    rows = [row for path in closed for row in parsing.read_file_rows(path,
+                                                                     contract.INTERACTIONS)]
+    assert {(r["user_id"], r["item_id"]) for r in rows if r["event"] == "click"} == set(clicks)
+
+    assert cycle.main(argv) == cycle.OK
+    loop = cycle.last_cycle(outputs)
+    assert loop["status"] == "succeeded", loop
+    assert today[len(spans.SPAN_PREFIX):] in loop["window"], loop
+    report = _newest_training_report(outputs)
+    assert report["warm_start"]["warm"], report["warm_start"]
+    assert report["warm_start"]["vocabularies"]["item_id"]["kept"] > 0
+    assert len(report["epochs"]) == 3 and "val_sampled_top_10_hit_rate" in report["epochs"][0]
+    pushed = loop["pushed"]["retrieval"]
+    assert pushed and pushed != first["pushed"]["retrieval"], loop
+    assert _version_available(server, int(os.path.basename(pushed))), server.log_tail()
+  finally:
+    server.stop()

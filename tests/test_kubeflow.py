@@ -57,3 +57,35 @@ def test_a_misspelt_retrieval_setting_fails_before_anything_runs(tmp_path):
   assert config.retrieval_training == {"item_bais": True}
   with pytest.raises(ValueError, match="item_bais"):
     compile_pipeline(config, "gcr.io/project/recsys:1", str(tmp_path))
+
+
+def test_the_span_window_is_a_pipeline_parameter_a_schedule_sets(tmp_path, capsys):
+  """The compiled job reads the window from pipeline parameters (defaults: the compiled window);
+  the Vertex AI SDK builds the scheduled job from the spec offline and refuses a parameter the
+  spec does not declare."""
+  from google.auth.credentials import AnonymousCredentials
+
+  from kubeflow import schedule
+  config = PipelineConfig(data_root="gs://bucket/data", output_root="gs://bucket/out")
+  config.span_window, config.max_span_age_days = 28, 90.0
+  path = compile_pipeline(config, "gcr.io/project/recsys:1", str(tmp_path))
+  with open(path) as f:
+    job_spec = json.load(f)
+  assert job_spec["runtimeConfig"]["parameters"] == {
+      "span_window": {"intValue": "28"}, "max_span_age_days": {"doubleValue": 90.0}}
+  example_gen = job_spec["pipelineSpec"]["root"]["dag"]["tasks"]["InteractionExampleGen"]
+  assert example_gen["inputs"]["parameters"]["span_window"] == {
+      "componentInputParameter": "span_window"}
+
+  job = schedule.pipeline_job(path, "project", "us-central1", {"span_window": 14}, "retrain",
+                              AnonymousCredentials())
+  assert job.runtime_config.parameters["span_window"].int_value == 14
+  assert job.runtime_config.parameters["max_span_age_days"].double_value == 90.0
+  with pytest.raises(ValueError, match="span_windw"):
+    schedule.pipeline_job(path, "project", "us-central1", {"span_windw": 14}, "retrain",
+                          AnonymousCredentials())
+  assert schedule.main(["--pipeline_file", path, "--cron", "0 3 * * *", "--project", "project",
+                        "--region", "us-central1", "--span_window", "7", "--dry_run"]) == 0
+  plan = json.loads(capsys.readouterr().out)
+  assert plan["cron"] == "0 3 * * *" and plan["max_concurrent_run_count"] == 1
+  assert plan["parameters"] == {"span_window": 7, "max_span_age_days": 90.0}

@@ -19,9 +19,10 @@ RATING = "rating"
 TIMESTAMP = "timestamp"
 QUERY = "query"
 SESSION_ID = "session_id"
-# The dated span folder the interaction was read from (pipeline/data/spans.py); absent for a
-# flat data root. Statistics are sliced by it, so validation compares the newest span with the
-# one before (drift).
+# The dated span folder the interaction was read from (pipeline/data/spans.py), on the rows of
+# the window's two newest spans only; absent for older spans and a flat data root. Statistics
+# are sliced by it, so validation compares the newest span with the one before (drift), at the
+# cost of two slices whatever the window's length.
 SPAN = "span"
 # The user's positive interactions strictly before this one, most recent first.
 HISTORY = "history"

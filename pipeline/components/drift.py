@@ -1,8 +1,9 @@
 """Drift between the newest span and the one before it, by TFDV's comparators.
 
-StatisticsGen slices its statistics by the examples' `span` feature (`STATS_OPTIONS`), so the
-newest span's distribution can be compared with the previous span's inside each split, at the
-cost of one statistics pass. A categorical feature is compared by TFDV's L-infinity distance (the
+StatisticsGen slices its statistics by the examples' `span` feature (`STATS_OPTIONS`), which
+only the rows of the window's two newest spans carry, so the newest span's distribution can be
+compared with the previous span's inside each split, at the cost of one statistics pass and two
+slices. A categorical feature is compared by TFDV's L-infinity distance (the
 largest change in any value's share), a numeric one by its Jensen-Shannon divergence. A distance
 past the threshold halts the run (ValidationGate) with this report; spans with too few examples
 in a split are not compared there, and say so.
@@ -21,7 +22,8 @@ from tfx_bsl.public.proto import slicing_spec_pb2
 
 from transform import features as F
 
-# StatisticsGen's options: the default slice (what ExampleValidator checks) and one per span.
+# StatisticsGen's options: the default slice (what ExampleValidator checks) and one per span
+# that carries its span (the two newest).
 STATS_OPTIONS = tfdv.StatsOptions(slicing_config=slicing_spec_pb2.SlicingConfig(
     slicing_specs=[slicing_spec_pb2.SlicingSpec(feature_keys=[F.SPAN])]))
 _SLICE_PREFIX = f"{F.SPAN}_"

@@ -17,7 +17,7 @@ import json
 import math
 import os
 import time
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple, Union
 
 import apache_beam as beam
 import tensorflow as tf
@@ -26,9 +26,12 @@ from google.protobuf import any_pb2, json_format, struct_pb2
 from tfx.components import FileBasedExampleGen
 from tfx.components.example_gen import base_example_gen_executor, driver
 from tfx.components.example_gen import utils as example_gen_utils
-from tfx.dsl.components.base import executor_spec
+from tfx import types
+from tfx.dsl.components.base import base_beam_component, executor_spec
+from tfx.orchestration import data_types
 from tfx.proto import example_gen_pb2
-from tfx.types import standard_component_specs
+from tfx.types import standard_artifacts, standard_component_specs
+from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import proto_utils
 
 from pipeline.data import contract, spans
@@ -122,9 +125,16 @@ def _other_training_positions(n_events: int, training: List[int]
     yield others[-F.HISTORY_LENGTH:][::-1], len(training) - 1
 
 
+def _compared_span(source: str, compared_spans: Set[str]) -> Optional[str]:
+  span = spans.span_of(source)
+  return span if span in compared_spans else None
+
+
 def user_timeline(user_id: str, grouped: Mapping[str, Iterable[Dict[str, Any]]],
-                  settings: "SplitSettings") -> Iterator[Any]:
+                  settings: "SplitSettings", compared_spans: Set[str] = frozenset()
+                  ) -> Iterator[Any]:
   """Orders one user's positive interactions by time and emits (item_id, example fields).
+  `compared_spans`: the spans whose rows carry their span (the drift check's).
 
   Each example carries the user's history (see HISTORY_SCOPES; the most recent
   HISTORY_LENGTH items, most recent first), the folds of those history items, its own fold
@@ -155,7 +165,7 @@ def user_timeline(user_id: str, grouped: Mapping[str, Iterable[Dict[str, Any]]],
         F.TIMESTAMP: row["timestamp"],
         F.QUERY: row["query"],
         F.SESSION_ID: row["session_id"],
-        F.SPAN: spans.span_of(row[contract.SOURCE_FIELD]),
+        F.SPAN: _compared_span(row[contract.SOURCE_FIELD], compared_spans),
         F.HISTORY: [events[i]["item_id"] for i in history],
         F.HISTORY_FOLDS: [folds.get(i, F.NO_FOLD) for i in history],
         F.FOLD: folds.get(position, F.NO_FOLD),
@@ -371,8 +381,12 @@ class JoinInteractions(beam.PTransform):
             lambda row: (row["user_id"], row)),
     } | "GroupByUser" >> beam.CoGroupByKey())
     settings = self._settings
+    # Only the two newest spans carry their span: statistics are sliced by it (drift.py), and
+    # a slice per span of a long window would multiply their cost.
+    compared = {name[len(spans.SPAN_PREFIX):] for name in spans.window_spans(
+        self._data_root, contract.INTERACTIONS, self._window)[-2:]}
     timeline = by_user | "Timeline" >> beam.FlatMap(
-        lambda keyed: user_timeline(keyed[0], keyed[1], settings)).with_outputs(
+        lambda keyed: user_timeline(keyed[0], keyed[1], settings, compared)).with_outputs(
             INVALID, main="rows")
     attached = ({
         "interactions": timeline.rows,
@@ -414,13 +428,16 @@ INVALID_ROWS_REPORT = "invalid_rows.json"
 # The files the run read, per table, and the spans of the window (in the Examples artifact).
 INPUT_FILES = "input_files.json"
 _POLICY_FIELDS = tuple(field.name for field in dataclasses.fields(RowPolicy))
-_WINDOW_FIELDS = {"span_window": "spans", "max_span_age_days": "max_age_days"}
+# The window's exec properties: plain values here, pipeline parameters on Kubeflow (set per
+# run or per recurring run); an age below 0 is no limit (a parameter cannot be None).
+SPAN_WINDOW, MAX_SPAN_AGE_DAYS = "span_window", "max_span_age_days"
+NO_AGE_LIMIT = -1.0
 
 
-def _window(settings: Mapping[str, Any]) -> SpanWindow:
-  age = settings.get("max_span_age_days")
-  return SpanWindow(spans=int(settings.get("span_window") or 0),
-                    max_age_days=None if age is None else float(age))
+def _window(exec_properties: Mapping[str, Any]) -> SpanWindow:
+  age = exec_properties.get(MAX_SPAN_AGE_DAYS)
+  return SpanWindow(spans=int(exec_properties.get(SPAN_WINDOW) or 0),
+                    max_age_days=None if age is None or float(age) < 0 else float(age))
 
 
 class WindowDriver(driver.FileBasedDriver):
@@ -431,7 +448,7 @@ class WindowDriver(driver.FileBasedDriver):
 
   def resolve_exec_properties(self, exec_properties, pipeline_info, component_info):
     del pipeline_info, component_info
-    window = _window(_custom_settings(exec_properties))
+    window = _window(exec_properties)
     read = spans.snapshot(exec_properties[standard_component_specs.INPUT_BASE_KEY], window)
     logging.info("InteractionExampleGen: %s", read.describe())
     exec_properties[example_gen_utils.SPAN_PROPERTY_NAME] = read.latest_span
@@ -447,7 +464,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
     examples = output_dict[standard_component_specs.EXAMPLES_KEY][0]
     self._report_path = os.path.join(examples.uri, INVALID_ROWS_REPORT)
     read = spans.snapshot(exec_properties[standard_component_specs.INPUT_BASE_KEY],
-                          _window(_custom_settings(exec_properties)))
+                          _window(exec_properties))
     super().Do(input_dict, output_dict, exec_properties)
     with tf.io.gfile.GFile(os.path.join(examples.uri, INPUT_FILES), "w") as f:
       json.dump({"spans": read.spans, "files": read.files, "fingerprint": read.fingerprint},
@@ -470,23 +487,61 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
     return pipeline | "JoinInteractions" >> JoinInteractions(data_root, SplitSettings(
         eval_fraction=float(settings["eval_fraction"]), history_scope=settings["history_scope"],
         eval_split=settings["eval_split"], folds=int(settings["folds"])), policy,
-        report_path=getattr(self, "_report_path", None), window=_window(settings))
+        report_path=getattr(self, "_report_path", None), window=_window(exec_properties))
+
+
+class InteractionExampleGenSpec(standard_component_specs.FileBasedExampleGenSpec):
+  """TFX's ExampleGen spec and the span window."""
+  PARAMETERS = {**standard_component_specs.FileBasedExampleGenSpec.PARAMETERS,
+                SPAN_WINDOW: ExecutionParameter(type=int, optional=True),
+                MAX_SPAN_AGE_DAYS: ExecutionParameter(type=float, optional=True)}
 
 
 class InteractionExampleGen(FileBasedExampleGen):
-  """TFX's file-based ExampleGen with the span window's driver."""
+  """TFX's file-based ExampleGen, with the span window's driver and the window as two exec
+  properties more. It stays a FileBasedExampleGen, so that Kubeflow V2 gives it TFX's own
+  file-based driver (the fingerprint before the cache check); its spec is built here, since
+  FileBasedExampleGen's constructor builds TFX's spec, which has no window."""
+  SPEC_CLASS = InteractionExampleGenSpec
   DRIVER_CLASS = WindowDriver
+
+  def __init__(self, input_base: str, input_config: example_gen_pb2.Input,
+               output_config: example_gen_pb2.Output,
+               custom_config: example_gen_pb2.CustomConfig,
+               span_window: Union[int, data_types.RuntimeParameter],
+               max_span_age_days: Union[float, data_types.RuntimeParameter],
+               custom_executor_spec: executor_spec.ExecutorSpec):
+    base_beam_component.BaseBeamComponent.__init__(self, spec=InteractionExampleGenSpec(
+        input_base=input_base, input_config=input_config, output_config=output_config,
+        custom_config=custom_config, output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
+        output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+        span_window=span_window, max_span_age_days=max_span_age_days,
+        examples=types.Channel(type=standard_artifacts.Examples)),
+        custom_executor_spec=custom_executor_spec)
+
+
+def window_parameters(window: SpanWindow, runtime: bool
+                      ) -> Dict[str, Union[int, float, data_types.RuntimeParameter]]:
+  """The window's exec properties; `runtime`: as pipeline parameters (Kubeflow) whose
+  defaults are the window's."""
+  values = {SPAN_WINDOW: int(window.spans),
+            MAX_SPAN_AGE_DAYS: NO_AGE_LIMIT if window.max_age_days is None
+            else float(window.max_age_days)}
+  if not runtime:
+    return values
+  return {name: data_types.RuntimeParameter(name=name, ptype=type(value), default=value)
+          for name, value in values.items()}
 
 
 def interaction_example_gen(data_root: str, settings: SplitSettings,
                             policy: RowPolicy = RowPolicy(),
-                            window: SpanWindow = SpanWindow()) -> FileBasedExampleGen:
+                            window: SpanWindow = SpanWindow(),
+                            runtime_window: bool = False) -> InteractionExampleGen:
   """The component: the data root's table files (flat, or the window's span folders) are one
-  input; its fingerprint and span come from WindowDriver."""
+  input; its fingerprint and span come from WindowDriver. `runtime_window`: the window's
+  span count and age are pipeline parameters (Kubeflow), the given window their defaults."""
   packed_settings = struct_pb2.Struct()
-  packed_settings.update(dict(dataclasses.asdict(settings), **dataclasses.asdict(policy),
-                              **{key: getattr(window, field)
-                                 for key, field in _WINDOW_FIELDS.items()}))
+  packed_settings.update(dict(dataclasses.asdict(settings), **dataclasses.asdict(policy)))
   packed = any_pb2.Any()
   packed.Pack(packed_settings)
   return InteractionExampleGen(
@@ -497,5 +552,6 @@ def interaction_example_gen(data_root: str, settings: SplitSettings,
       output_config=example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
           example_gen_pb2.SplitConfig.Split(name=split, hash_buckets=1) for split in SPLITS])),
       custom_config=example_gen_pb2.CustomConfig(custom_config=packed),
+      **window_parameters(window, runtime_window),
       custom_executor_spec=executor_spec.BeamExecutorSpec(Executor),
   ).with_id("InteractionExampleGen")

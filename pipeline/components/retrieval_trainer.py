@@ -1,5 +1,6 @@
 """RetrievalTrainer: TFX's Trainer with one more, optional input, the catalog's content
-embeddings (the ContentEmbedder's), for the multimodal two-tower model.
+embeddings (the ContentEmbedder's), for the multimodal two-tower model; its `base_model` (the
+last blessed model, for the warm start) is TFX's own.
 
 TFX's Trainer passes a run_fn only the inputs it knows (examples, transform graph, schema, base
 model, hyperparameters). This one is the same component (same spec, same GenericExecutor, same
@@ -52,9 +53,11 @@ class RetrievalTrainer(base_component.BaseComponent):
                transform_graph: types.BaseChannel, schema: types.BaseChannel,
                train_args: trainer_pb2.TrainArgs, eval_args: trainer_pb2.EvalArgs,
                custom_config: Dict[str, Any],
-               content: Optional[types.BaseChannel] = None):
+               content: Optional[types.BaseChannel] = None,
+               base_model: Optional[types.BaseChannel] = None):
     super().__init__(spec=RetrievalTrainerSpec(
         examples=examples, transform_graph=transform_graph, schema=schema,
+        base_model=base_model,
         train_args=train_args, eval_args=eval_args, run_fn=run_fn,
         custom_config=json_utils.dumps(custom_config), content=content,
         model=types.Channel(type=standard_artifacts.Model),

@@ -51,6 +51,18 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
   return parse_pipeline_args(parser, argv)
 
 
+def new_run_id(runs_dir: str) -> str:
+  """The UTC time to the second; a run that starts in the same second as the one before it (a
+  fully cached cycle takes less) gets a suffix, so no run's folder is another's."""
+  import tensorflow as tf
+  stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
+  run_id, count = stamp, 1
+  while tf.io.gfile.exists(os.path.join(runs_dir, run_id)):
+    count += 1
+    run_id = f"{stamp}-{count}"
+  return run_id
+
+
 def run(config: PipelineConfig) -> Dict[str, Any]:
   """Runs the pipeline and returns the run summary (also written as JSON)."""
   import tensorflow as tf
@@ -59,7 +71,7 @@ def run(config: PipelineConfig) -> Dict[str, Any]:
   from pipeline import pipeline_def, run_report
   from pipeline.runners.progress import ComponentProgress, run_logging
   pipeline = pipeline_def.create_pipeline(config)
-  run_id = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
+  run_id = new_run_id(config.runs_dir)
   run_dir = os.path.join(config.runs_dir, run_id)
   tf.io.gfile.makedirs(run_dir)
   log_path = os.path.join(run_dir, "pipeline.log")

@@ -10,7 +10,7 @@ in-batch negatives corrected for their popularity bias (logQ correction): `task.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -174,6 +174,20 @@ class TwoTowerModel(tfrs.Model):
     self.task = (tfrs.tasks.Retrieval(temperature=config.temperature, remove_accidental_hits=True)
                  if self._catalog is None else
                  SampledCatalogRetrieval(config.temperature, config.in_batch_negatives))
+
+  def vocabulary_tables(self) -> List[Tuple[tf.Variable, str]]:
+    """The weights whose rows are indexed by a transform vocabulary (and its OOV rows), with
+    its name: a warm start maps them by token (`warm_start.py`)."""
+    query, candidate = self.query_tower, self.candidate_tower
+    tables = [(query.user_embedding.embeddings, F.USER_VOCAB),
+              (query.item_embedding.embeddings, F.ITEM_VOCAB),
+              (query.gender_embedding.embeddings, F.GENDER_VOCAB),
+              (query.occupation_embedding.embeddings, F.OCCUPATION_VOCAB),
+              (candidate.token_embedding.embeddings, F.TITLE_VOCAB),
+              (candidate.category_projection.kernel, F.CATEGORY_VOCAB)]
+    if candidate.item_bias is not None:
+      tables.append((candidate.item_bias.embeddings, F.ITEM_VOCAB))
+    return tables
 
   def _catalog_sample(self) -> Dict[str, tf.Tensor]:
     size = tf.shape(self._catalog[F.ITEM_INDEX])[0]

@@ -6,8 +6,10 @@ definition, not this file, decides epochs, batch size and the distribution strat
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
+import time
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -23,6 +25,7 @@ from trainer.retrieval.content import (CONTENT_URI, HAS_ID, VECTOR_FEATURES,  # 
 from trainer.retrieval.content_graph import ContentGraph, export_encoders  # noqa: E402
 from trainer.retrieval.export import (RetrievalModule, complete_raw_features,  # noqa: E402
                                       export_retrieval_model)
+from trainer.retrieval import warm_start  # noqa: E402
 from trainer.retrieval.model import TowerConfig, TwoTowerModel, Vocabularies  # noqa: E402
 from trainer.retrieval.signature import as_tensors, item_inputs  # noqa: E402
 from trainer.settings import known_settings  # noqa: E402
@@ -42,6 +45,8 @@ class RetrievalSettings:
   # distinct items (about 100 instead of 550 at 10,000), which starves the softmax.
   shuffle_buffer_size: int = 100_000
   learning_rate: float = 0.005
+  # Epochs of a run that starts from the last blessed model's weights (0: `epochs`).
+  warm_start_epochs: int = 0
   top_k: int = 100
   # "default" (one device), "mirrored" (all local GPUs) or "tpu".
   strategy: str = "default"
@@ -122,6 +127,34 @@ def collect_catalog(dataset: tf.data.Dataset, n_items: int
   return counts, features
 
 
+# Beside the SavedModel in the Model artifact: the warm start and the per-epoch eval curve.
+TRAINING_REPORT = "training.json"
+
+
+class EpochLog(tf.keras.callbacks.Callback):
+  """Per epoch: its wall time and the logged metrics (the eval split's at each epoch end), so
+  that warm and cold runs can be compared by the time they take to reach a metric."""
+
+  def __init__(self):
+    super().__init__()
+    self.epochs: List[Dict[str, float]] = []
+    self._started = 0.0
+
+  def on_epoch_begin(self, epoch: int, logs=None) -> None:
+    self._started = time.time()
+
+  def on_epoch_end(self, epoch: int, logs=None) -> None:
+    self.epochs.append({"epoch": epoch + 1, "seconds": round(time.time() - self._started, 2),
+                        **{name: float(value) for name, value in (logs or {}).items()}})
+
+
+def vocabulary_files(tft_output: tft.TFTransformOutput) -> Dict[str, str]:
+  """The transform's vocabulary files by name, for the warm start's row mapping."""
+  names = (F.USER_VOCAB, F.ITEM_VOCAB, F.GENDER_VOCAB, F.OCCUPATION_VOCAB, F.TITLE_VOCAB,
+           F.CATEGORY_VOCAB)
+  return {name: tft_output.vocabulary_file_by_name(name) for name in names}
+
+
 def vocabularies(tft_output: tft.TFTransformOutput) -> Vocabularies:
   size = lambda name: tft_output.vocabulary_size_by_name(name) + F.OOV_BUCKETS  # noqa: E731
   return Vocabularies(users=size(F.USER_VOCAB), items=size(F.ITEM_VOCAB),
@@ -154,12 +187,14 @@ def cold_candidates(content: CatalogContent, rows: List[int], tft_layer: tf.kera
 
 def train_and_export(fn_args: "FnArgs", settings: RetrievalSettings, export_dir: str,
                      held_out_fold: Optional[int] = None,
-                     content: Optional[CatalogContent] = None) -> None:
+                     content: Optional[CatalogContent] = None,
+                     base_model_dir: Optional[str] = None) -> None:
   """Trains the two towers on the training files (without one fold, for the ranker stage's
   fold models) and exports the serving SavedModel to `export_dir`. With `content` (the
   multimodal tower) the candidates are every catalog item: those without interactions are
   placed by content; the model that is served (no held-out fold) embeds new items with the
-  encoders inside it."""
+  encoders inside it. With `base_model_dir` (the last blessed model's SavedModel) training
+  starts from its weights where the towers allow (`warm_start.py`)."""
   tf.keras.utils.set_random_seed(settings.seed)
   tft_output = tft.TFTransformOutput(fn_args.transform_output)
   vocab = vocabularies(tft_output)
@@ -185,15 +220,25 @@ def train_and_export(fn_args: "FnArgs", settings: RetrievalSettings, export_dir:
     catalog_features.update({name: by_index[name].numpy()[catalog] for name in VECTOR_FEATURES})
     catalog_features[HAS_ID] = np.ones(len(catalog), np.float32)
 
+  vocab_files = vocabulary_files(tft_output)
+  started = {"warm": False, "reason": "no base model (none blessed yet, or --no_warm_start)"}
   with distribution_strategy(settings.strategy).scope():
     model = TwoTowerModel(vocab, probabilities, settings.tower, catalog_features)
     model.compile(optimizer=tf.keras.optimizers.Adam(settings.learning_rate))
+    if base_model_dir:
+      batch = next(iter(train))  # the towers' weights exist once they have seen a batch
+      model.query_tower(batch), model.candidate_tower(batch)
+      started = warm_start.restore(model, vocab_files, base_model_dir)
+      logging.info("retrieval trainer warm start: %s", started)
+  epochs = (settings.warm_start_epochs if started["warm"] and settings.warm_start_epochs
+            else settings.epochs)
   log_dir = fn_args.model_run_dir if held_out_fold is None else os.path.join(
       fn_args.model_run_dir, f"fold-{held_out_fold}")
+  epoch_log = EpochLog()
   # A fold model is only a source of the ranker's lists: no per-epoch eval, which costs time.
   model.fit(train, validation_data=evaluation if held_out_fold is None else None,
-            epochs=settings.epochs, verbose=2,
-            callbacks=[tf.keras.callbacks.TensorBoard(log_dir=log_dir)])
+            epochs=epochs, verbose=2,
+            callbacks=[tf.keras.callbacks.TensorBoard(log_dir=log_dir), epoch_log])
 
   item_ids = [item_vocab[i] for i in catalog]
   tft_layer, raw_spec = tft_output.transform_features_layer(), tft_output.raw_feature_spec()
@@ -215,6 +260,11 @@ def train_and_export(fn_args: "FnArgs", settings: RetrievalSettings, export_dir:
   export_retrieval_model(module, export_dir)
   if encoders_dir is not None:
     shutil.rmtree(encoders_dir, ignore_errors=True)
+  if held_out_fold is None:  # the served model is what a later run may start from
+    warm_start.save(model, vocab_files, export_dir)
+    report = os.path.join(os.path.dirname(export_dir.rstrip("/")), TRAINING_REPORT)
+    with tf.io.gfile.GFile(report, "w") as f:
+      json.dump({"warm_start": started, "epochs": epoch_log.epochs}, f, indent=2)
 
 
 def _settings_and_content(config: Mapping[str, Any]
@@ -232,7 +282,7 @@ def run_fn(fn_args: "FnArgs") -> None:
   """Trains the two towers and exports the serving SavedModel (TFX Trainer entry point)."""
   config, content = _settings_and_content(fn_args.custom_config)
   train_and_export(fn_args, RetrievalSettings.from_config(config), fn_args.serving_model_dir,
-                   content=content)
+                   content=content, base_model_dir=fn_args.base_model)
 
 
 # Keys of a fold Trainer's custom_config besides the retrieval settings.
