@@ -8,7 +8,8 @@
 Flags after a lone `--` go to every Beam component (runner, project, workers).
 
 Prints per-component progress, then the evaluation tables beside the baselines, the blessings
-and where the models were pushed; the same goes to a run summary JSON whose path is the last line.
+and where the models were pushed; the same goes to a run summary JSON, whose path is the
+line before the last. The last line says what was pushed, or why nothing was and what to do.
 The cross-encoder stage (a BERT fine-tuned on CPU) and the bandit stage are on by default only
 for the MovieLens demo (`--cross_encoder` / `--no_cross_encoder` and `--bandit` / `--no_bandit`
 decide otherwise).
@@ -48,7 +49,11 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
   parser.add_argument("--output_root", default=os.path.join(REPO_ROOT, "outputs"),
                       help="pipeline root, ML Metadata, serving root and run folders go here")
   add_pipeline_arguments(parser)
-  return parse_pipeline_args(parser, argv)
+  args = parse_pipeline_args(parser, argv)
+  if args.max_users is not None and not args.movielens:
+    parser.error("--max_users only takes effect with --movielens (it slices the MovieLens "
+                 "data the runner writes; your own --data_root is read whole)")
+  return args
 
 
 def run(config: PipelineConfig) -> Dict[str, Any]:
@@ -65,6 +70,7 @@ def run(config: PipelineConfig) -> Dict[str, Any]:
   log_path = os.path.join(run_dir, "pipeline.log")
   progress = ComponentProgress(total=len(pipeline.components))
   summary: Dict[str, Any] = {"run_id": run_id, "data_root": config.data_root, "log": log_path,
+                             "output_root": config.output_root,
                              "pipeline_root": config.pipeline_root,
                              "serving_root": config.serving_root}
   started = time.time()
