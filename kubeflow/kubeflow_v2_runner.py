@@ -4,11 +4,11 @@
         --output_root gs://... [--cross_encoder] [--bandit] [any pipeline flag] \
         [-- --runner=DataflowRunner --project=... (Beam's flags, after a lone --)]
 
-takes the pipeline flags every runner shares (pipeline/flags.py) and writes a pipeline JSON
-(`--output_dir`, default the current folder) to submit with the KFP client or Vertex AI
-(`kubeflow/schedule.py` makes it a recurring run; the span window is a pipeline parameter). The
-image is built from kubeflow/Dockerfile and holds this repository, so every component finds its
-code.
+takes the pipeline flags every runner shares (pipeline/flags.py) and writes the pipeline JSON,
+`<--output_dir>/pipeline.json` (default the current folder; the path is its one output line),
+to submit with the KFP client or Vertex AI (`kubeflow/schedule.py` makes it a recurring run; the
+span window is a pipeline parameter). The image is built from kubeflow/Dockerfile and holds this
+repository, so every component finds its code.
 """
 from __future__ import annotations
 
@@ -17,21 +17,20 @@ import os
 import sys
 from typing import List
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner  # noqa: E402
-
-from pipeline import pipeline_def  # noqa: E402
-from pipeline.components.interaction_example_gen import window_parameters  # noqa: E402
-from pipeline.config import PipelineConfig  # noqa: E402
-from pipeline.flags import (add_pipeline_arguments, config_from_args,  # noqa: E402
-                            parse_pipeline_args)
+from pipeline.config import PipelineConfig
+from pipeline.flags import add_pipeline_arguments, config_from_args, parse_pipeline_args
 
 
 def compile_pipeline(config: PipelineConfig, image: str, output_dir: str,
                      output_filename: str = "pipeline.json") -> str:
   """Writes the Kubeflow V2 pipeline spec; returns its path. The span window is a pipeline
-  parameter; its values in `config` are the job's defaults (kubeflow/schedule.py sets them)."""
+  parameter; its values in `config` are the job's defaults (kubeflow/schedule.py sets them).
+  TFX is imported here, after the flags are parsed, so that `--help` answers at once."""
+  os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+  from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
+
+  from pipeline import pipeline_def
+  from pipeline.components.interaction_example_gen import window_parameters
   runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
       config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(default_image=image),
       output_dir=output_dir, output_filename=output_filename)
@@ -44,9 +43,13 @@ def main(argv: List[str]) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--image", required=True, help="container image built from kubeflow/Dockerfile")
-  parser.add_argument("--data_root", required=True)
-  parser.add_argument("--output_root", required=True, help="pipeline root and serving root")
-  parser.add_argument("--output_dir", default=".", help="where the pipeline JSON is written")
+  parser.add_argument("--data_root", required=True,
+                      help="raw data root the pipeline reads (gs://...: the cluster reads it)")
+  parser.add_argument("--output_root", required=True,
+                      help="pipeline root and serving root (gs://...)")
+  parser.add_argument("--output_dir", default=".",
+                      help="where pipeline.json, the compiled pipeline, is written (default: "
+                           "the current folder)")
   add_pipeline_arguments(parser)
   args = parse_pipeline_args(parser, argv)
   config = config_from_args(args)

@@ -20,13 +20,30 @@ import sys
 import tempfile
 from typing import Dict, Iterator, List, Mapping, Optional, Tuple
 
-import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.data import contract, parsing
-from pipeline.data.beam_io import ReadTable
-from serving.experiment import DEFAULT_VARIANT
-from serving.feedback_log import acknowledged_rows, open_feedback_files
+def parse_args(argv: List[str]) -> argparse.Namespace:
+  """Above the imports of Beam and TensorFlow, so that --help and a bad flag answer at once."""
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--data_root", required=True,
+                      help="the data root whose interactions/ hold the serving feedback log")
+  parser.add_argument("--control", default=None,
+                      help="the variant every other is tested against (default: the "
+                           "experiment's default variant)")
+  parser.add_argument("--output_dir", default=None, help="writes ab_report.json and .png here")
+  return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+  parse_args(sys.argv[1:])
+
+import apache_beam as beam  # noqa: E402
+from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
+
+from pipeline.data import contract, parsing  # noqa: E402
+from pipeline.data.beam_io import ReadTable  # noqa: E402
+from serving.experiment import DEFAULT_VARIANT  # noqa: E402
+from serving.feedback_log import acknowledged_rows, open_feedback_files  # noqa: E402
 
 Z_95 = 1.959963984540054
 # The minimum sample per variant for a p-value: the usual rule for the normal approximation of a
@@ -168,12 +185,7 @@ def plot(rows: List[Dict[str, object]], path: str) -> None:
 
 
 def main(argv: List[str]) -> int:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--data_root", required=True)
-  parser.add_argument("--control", default=None)
-  parser.add_argument("--output_dir", default=None, help="writes ab_report.json and .png here")
-  args = parser.parse_args(argv)
+  args = parse_args(argv)
   rows = report(count_feedback(args.data_root), args.control)
   print(table(rows))
   if args.output_dir:

@@ -68,6 +68,7 @@ class Stage:
   # How the run report shows its metrics (None: the stage reports its own way, the bandit).
   report: Optional[EvaluationReport] = None
   blessing_key: str = "blessing"  # the evaluator's output that holds this model's blessing
+  gate_flags: str = ""  # the flags that set its blessing gate, named when it is not blessed
 
   @property
   def pusher_id(self) -> str:
@@ -75,21 +76,26 @@ class Stage:
 
 
 def _evaluated_stage(model_name: str, trainer_id: str, evaluator_id: str,
-                     report: EvaluationReport, blessing_key: str = "blessing") -> Stage:
+                     report: EvaluationReport, gate_flags: str,
+                     blessing_key: str = "blessing") -> Stage:
   return Stage(model_name, trainer_id, evaluator_id, report.json_name, report.html_name, report,
-               blessing_key)
+               blessing_key, gate_flags)
 
 
 RETRIEVAL_STAGE = _evaluated_stage(RETRIEVAL, "Trainer", "RetrievalEvaluator",
-                                   retrieval_evaluator.REPORT)
+                                   retrieval_evaluator.REPORT,
+                                   "--gate_metrics / --regression_tolerance")
 # The item-to-item source is judged by the cascade's evaluator, on the users' whole histories.
 ITEM_TO_ITEM_STAGE = _evaluated_stage(ITEM_TO_ITEM, "ItemToItemTrainer", "RankerEvaluator",
                                       ranker_evaluator.ITEM_TO_ITEM_REPORT,
+                                      "--ranker_gate_metrics",
                                       ranker_evaluator.ITEM_TO_ITEM_BLESSING)
 RANKER_STAGE = _evaluated_stage(RANKER, "RankerTrainer", "RankerEvaluator",
-                                ranker_evaluator.REPORT)
+                                ranker_evaluator.REPORT,
+                                "--ranker_gate_metrics / --ranker_gate_share")
 CROSS_ENCODER_STAGE = _evaluated_stage(CROSS_ENCODER, "CrossEncoderTrainer",
-                                       "CrossEncoderEvaluator", cross_encoder_evaluator.REPORT)
+                                       "CrossEncoderEvaluator", cross_encoder_evaluator.REPORT,
+                                       "--cross_encoder_gate_slices")
 BANDIT_STAGE = Stage(BANDIT, "BanditPolicyTrainer", "BanditPolicyTrainer", BANDIT_REPORT_JSON,
                      BANDIT_REPORT_HTML)
 

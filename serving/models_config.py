@@ -23,9 +23,31 @@ import sys
 import uuid
 from typing import Dict, Iterable, List, Optional
 
-import tensorflow as tf
-from google.protobuf import text_format
-from tensorflow_serving.config import model_server_config_pb2
+
+def parse_args(argv: List[str]) -> argparse.Namespace:
+  """Above the imports of TensorFlow, so that --help and a bad flag answer at once."""
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--serving_root", required=True,
+                      help="the serving root whose models.config is rewritten")
+  commands = parser.add_subparsers(dest="command", required=True,
+                                   help="label: serve exactly these versions under these "
+                                        "labels; unlabel: back to the latest version")
+  label = commands.add_parser("label", help="serve exactly these versions, under these labels")
+  label.add_argument("model", help="the model's name in models.config")
+  label.add_argument("labels", nargs="+", metavar="LABEL=VERSION",
+                     help="a label and the version folder it names, e.g. stable=1700000000")
+  commands.add_parser("unlabel", help="back to the latest version, no labels").add_argument(
+      "model", help="the model's name in models.config")
+  return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+  parse_args(sys.argv[1:])
+
+import tensorflow as tf  # noqa: E402
+from google.protobuf import text_format  # noqa: E402
+from tensorflow_serving.config import model_server_config_pb2  # noqa: E402
 
 # The models the pipeline pushes and the cascade calls, by their folder (= model) names.
 RETRIEVAL = "retrieval"
@@ -135,16 +157,7 @@ def _labels(pairs: Iterable[str]) -> Dict[str, int]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--serving_root", required=True)
-  commands = parser.add_subparsers(dest="command", required=True)
-  label = commands.add_parser("label", help="serve exactly these versions, under these labels")
-  label.add_argument("model")
-  label.add_argument("labels", nargs="+", metavar="LABEL=VERSION")
-  commands.add_parser("unlabel", help="back to the latest version, no labels").add_argument(
-      "model")
-  args = parser.parse_args(argv)
+  args = parse_args(sys.argv[1:] if argv is None else argv)
   path = models_config_path(args.serving_root)
   if args.command == "label":
     config = label_versions(path, args.model, _labels(args.labels))

@@ -50,7 +50,7 @@ def first_run(tmp_path_factory, slice_root):
                               "--ranker_gate_metrics", RANKER_GATE,
                               "--ranker_gate_share", str(GATE_SHARE)])
   lines = stdout.getvalue().strip().splitlines()
-  with open(lines[-1]) as f:
+  with open(lines[-2]) as f:  # the last line is the outcome line
     summary = json.load(f)
   return config, code, lines, summary
 

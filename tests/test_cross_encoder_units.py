@@ -86,7 +86,7 @@ def test_blessing_needs_a_strict_win_in_every_gate_slice():
   assert not blessing_decision(_metrics(0.2, 0.2), ["ndcg@10"], ["overall"])[0]
   blessed, reasons = blessing_decision(_metrics(0.3, 0.2, kinds=("synthetic_search",)),
                                        ["ndcg@10"], ["overall", "query_kind=search"])
-  assert not blessed and "query_kind=search: no evaluation groups" in reasons
+  assert not blessed and "query_kind=search: no evaluation groups: FAILED" in reasons
 
 
 def test_default_gate_protects_every_query_kind():

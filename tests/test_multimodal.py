@@ -107,7 +107,7 @@ def content_run(tmp_path_factory, slice_root):
                               "--gate_metrics", "recall@100", "--regression_tolerance", "1.0"])
   lines = stdout.getvalue().splitlines()
   assert code == 0, "\n".join(lines[-30:])
-  summary_path = lines[-1]
+  summary_path = lines[-2]  # the last line is the outcome line
   with open(summary_path) as f:
     summary = json.load(f)
   return data_root, os.path.join(output_root, "serving"), summary, lines

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from pipeline import push_model
+from pipeline.components.serving_pusher import read_push_log
 from pipeline.data import contract, parsing
 from pipeline.runners import local_runner
 from serving.models_config import (ITEM_TO_ITEM, POPULARITY, RANKER, RETRIEVAL,
@@ -16,13 +18,52 @@ from tests.conftest import pipeline_config
 from tests.saved_model_ops import graph_ops
 from trainer.retrieval import signature
 
-def test_cli_run_succeeds_and_ends_with_the_summary_path(first_run):
+def test_cli_run_succeeds_and_ends_with_the_summary_path_and_what_was_pushed(first_run):
   _, code, lines, summary = first_run
   assert code == 0, "\n".join(lines[-30:])
   assert summary["status"] == "succeeded"
   assert any(re.match(r"\[1/\d+\] ", line) for line in lines)  # per-component progress
   assert any("Retrieval metrics on the eval split" in line for line in lines)
-  assert lines[-1].endswith("summary.json")
+  assert lines[-2].endswith("summary.json")
+  version = os.path.basename(summary["pushed_to"])
+  assert lines[-1].startswith(f"pushed {RETRIEVAL} version {version} to "
+                              f"{os.path.dirname(summary['pushed_to'])}"), lines[-1]
+  assert f"{RANKER} version " in lines[-1] and "not blessed" not in lines[-1]
+
+
+def test_tensorboard_logs_are_where_the_readme_says(first_run):
+  """README: the trainers' TensorBoard logs are under <pipeline_root>/<Trainer>/model_run/."""
+  config, _, _, _ = first_run
+  pattern = os.path.join(config.pipeline_root, "Trainer", "model_run", "*", "train",
+                         "events.out.tfevents.*")
+  assert tf.io.gfile.glob(pattern), pattern
+  with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")) as f:
+    assert "<pipeline_root>/Trainer/model_run/<execution id>/" in f.read()
+
+
+def test_push_model_pushes_a_chosen_model_past_the_gate(first_run, tmp_path, capsys):
+  config, _, _, summary = first_run
+  serving_root = str(tmp_path / "serving")
+  flags = ["--output_root", config.output_root, "--serving_root", serving_root,
+           "--stage", RETRIEVAL, "--run_id", summary["run_id"]]
+  assert push_model.main(flags) == 1  # without --yes: what it would do, nothing pushed
+  shown = capsys.readouterr().out
+  assert "WARNING: this push bypasses the blessing gate; the model was blessed" in shown
+  assert f"{RETRIEVAL} model: {summary['model']}" in shown
+  assert "popularity" in shown and "recall@100" in shown  # beside its baseline
+  assert "nothing pushed: add --yes" in shown and not os.path.exists(serving_root)
+  assert push_model.main(flags + ["--yes"]) == 0
+  pushed = capsys.readouterr().out.strip().splitlines()[-1]
+  version = [v for v in os.listdir(os.path.join(serving_root, RETRIEVAL)) if v.isdigit()]
+  assert len(version) == 1
+  assert pushed == (f"pushed {RETRIEVAL} version {version[0]} to "
+                    f"{os.path.join(serving_root, RETRIEVAL)} (models.config refreshed)")
+  model_dir = os.path.join(serving_root, RETRIEVAL, version[0])
+  assert os.path.exists(os.path.join(model_dir, "saved_model.pb"))
+  assert read_push_log(os.path.join(serving_root, RETRIEVAL)) == {summary["model"]: version[0]}
+  models = read_models_config(os.path.join(serving_root, "models.config"))
+  assert [m.name for m in models.model_config_list.config] == [RETRIEVAL]
+  assert tf.saved_model.load(model_dir).signatures["serving_default"] is not None
 
 
 def test_evaluation_has_baseline_and_slices(first_run):
@@ -114,8 +155,10 @@ def test_new_data_trains_and_pushes_a_new_version(first_run, slice_root, tmp_pat
   shutil.copytree(slice_root, data_root)
   with open(os.path.join(data_root, "interactions", "feedback.csv"), "w", newline="") as f:
     writer = csv.writer(f)
-    writer.writerow(["user_id", "item_id", "event", "rating", "timestamp"])
-    writer.writerows([("1", "50", "click", "", 893286700), ("2", "100", "rating", "4", 893286700)])
+    # "device" is no column of the contract: it is dropped when read, never a failure (README)
+    writer.writerow(["user_id", "item_id", "event", "rating", "timestamp", "device"])
+    writer.writerows([("1", "50", "click", "", 893286700, "phone"),
+                      ("2", "100", "rating", "4", 893286700, "tv")])
   config = pipeline_config(os.path.dirname(config.output_root), data_root)
   summary = local_runner.run(config)
   assert summary["status"] == "succeeded", summary.get("error")

@@ -19,7 +19,7 @@ from tfx import v1 as tfx
 from tfx.types import standard_artifacts
 
 from pipeline.components.artifacts import serving_model_dir
-from pipeline.evaluation.blessing import write_blessing
+from pipeline.evaluation.blessing import FAILED, failure, write_blessing
 from pipeline.evaluation.report import EvaluationReport, Metrics
 from pipeline.evaluation.tfma_metrics import GroupRankingMetrics
 from pipeline.evaluation.tfma_runner import load_metrics, run_tfma
@@ -81,14 +81,15 @@ def blessing_decision(metrics: Metrics, gate_metrics: Sequence[str], gate_slices
     candidate = metrics[CANDIDATE].get(slice_name)
     if not candidate:
       blessed = False
-      reasons.append(f"{slice_name}: no evaluation groups")
+      reasons.append(f"{slice_name}: no evaluation groups: {FAILED}")
       continue
     baseline = metrics[RETRIEVAL_ORDER][slice_name]
     for metric in gate_metrics:
       ok = candidate[metric] > baseline[metric]
       blessed &= ok
       reasons.append(f"{slice_name} {metric}: {candidate[metric]:.4f} {'>' if ok else '<='} "
-                     f"retrieval order {baseline[metric]:.4f}")
+                     f"retrieval order {baseline[metric]:.4f}"
+                     + ("" if ok else failure(candidate[metric], baseline[metric])))
   return blessed, reasons
 
 

@@ -33,7 +33,7 @@ from tfx.types import standard_artifacts
 from pipeline.components.artifacts import serving_model_dir
 from pipeline.components.ranking_list_miner import GATE_SOURCES
 from pipeline.data.examples import decode_example, encode_example
-from pipeline.evaluation.blessing import gate, is_blessed, write_blessing
+from pipeline.evaluation.blessing import FAILED, gate, is_blessed, write_blessing
 from pipeline.evaluation.report import EvaluationReport, Metrics
 from pipeline.evaluation.tfma_metrics import UserListMetrics
 from pipeline.evaluation.tfma_runner import load_metrics, run_tfma
@@ -144,7 +144,7 @@ def ranker_decision(metrics: Metrics, gate_metrics: Sequence[str], tolerance: fl
   for source, source_blessed in sources_blessed.items():
     blessed &= source_blessed
     reasons.append(f"{source} source of this run {'is' if source_blessed else 'is NOT'} "
-                   f"blessed")
+                   f"blessed" + ("" if source_blessed else f": {FAILED}"))
   return blessed, reasons
 
 

@@ -25,7 +25,7 @@ from tfx.components.pusher import executor as pusher_executor
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils
-from tfx.types import standard_component_specs
+from tfx.types import standard_artifacts, standard_component_specs
 from tfx.utils import proto_utils
 
 from serving.models_config import (ModelServerConfig, available_versions, models_config_path,
@@ -35,6 +35,7 @@ from serving.models_config import (ModelServerConfig, available_versions, models
 # copied (or had already copied) the model, 0 when the blessing check refused the push.
 _PUSHED_KEY = "pushed"
 _PUSHED_VERSION_KEY = "pushed_version"
+_PUSHED_DESTINATION_KEY = "pushed_destination"
 
 
 def _absolute(path: str) -> str:
@@ -60,7 +61,7 @@ def refresh_models_config(serving_root: str) -> str:
 PUSH_LOG = "pushes.json"
 
 
-def _read_push_log(model_dir: str) -> Dict[str, str]:
+def read_push_log(model_dir: str) -> Dict[str, str]:
   """{model artifact uri: version} of everything pushed into one model's folder."""
   path = os.path.join(model_dir, PUSH_LOG)
   if not tf.io.gfile.exists(path):
@@ -70,12 +71,25 @@ def _read_push_log(model_dir: str) -> Dict[str, str]:
 
 
 def _record_push(model_dir: str, model_uri: str, version: str) -> None:
-  log = _read_push_log(model_dir)
+  log = read_push_log(model_dir)
   log[model_uri] = version
   tmp = os.path.join(model_dir, f"{PUSH_LOG}.tmp.{uuid.uuid4().hex}")
   with tf.io.gfile.GFile(tmp, "w") as f:
     json.dump(log, f, indent=2, sort_keys=True)
   tf.io.gfile.rename(tmp, os.path.join(model_dir, PUSH_LOG), overwrite=True)
+
+
+def _push_destination(serving_root: str, model_name: str) -> pusher_pb2.PushDestination:
+  return pusher_pb2.PushDestination(filesystem=pusher_pb2.PushDestination.Filesystem(
+      base_directory=os.path.join(serving_root, model_name)))
+
+
+def _push_destination_dir(exec_properties: Dict[str, Any]) -> str:
+  """The model's folder in the serving root, from the Pusher's `push_destination`."""
+  push_destination = pusher_pb2.PushDestination()
+  proto_utils.json_to_proto(
+      exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], push_destination)
+  return push_destination.filesystem.base_directory.rstrip("/")
 
 
 class ServingRootPusherExecutor(pusher_executor.Executor):
@@ -89,24 +103,33 @@ class ServingRootPusherExecutor(pusher_executor.Executor):
          output_dict: Dict[str, List[types.Artifact]],
          exec_properties: Dict[str, Any]) -> None:
     """Pushes as the stock executor does, then rewrites the serving root's `models.config`."""
-    push_destination = pusher_pb2.PushDestination()
-    proto_utils.json_to_proto(
-        exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], push_destination)
-    model_dir = push_destination.filesystem.base_directory.rstrip("/")
+    model_dir = _push_destination_dir(exec_properties)
     model_uri = artifact_utils.get_single_uri(input_dict[standard_component_specs.MODEL_KEY])
     pushed_model = artifact_utils.get_single_instance(
         output_dict[standard_component_specs.PUSHED_MODEL_KEY])
-    existing = _read_push_log(model_dir).get(model_uri)
+    existing = read_push_log(model_dir).get(model_uri)
     if existing and self.CheckBlessing(input_dict) and tf.io.gfile.exists(
         os.path.join(model_dir, existing)):
       self._MarkPushed(pushed_model, pushed_destination=os.path.join(model_dir, existing),
                        pushed_version=existing)
+      refresh_models_config(os.path.dirname(model_dir))
     else:
-      super().Do(input_dict, output_dict, exec_properties)
-      if pushed_model.get_int_custom_property(_PUSHED_KEY) != 1:
-        return
-      _record_push(model_dir, model_uri,
-                   pushed_model.get_string_custom_property(_PUSHED_VERSION_KEY))
+      self.push_new_version(input_dict, output_dict, exec_properties)
+
+  def push_new_version(self, input_dict: Dict[str, List[types.Artifact]],
+                       output_dict: Dict[str, List[types.Artifact]],
+                       exec_properties: Dict[str, Any]) -> None:
+    """The stock push (when blessed, or without a blessing input: a new version named by the
+    time), recorded in the push log, then `models.config` refreshed."""
+    super().Do(input_dict, output_dict, exec_properties)
+    pushed_model = artifact_utils.get_single_instance(
+        output_dict[standard_component_specs.PUSHED_MODEL_KEY])
+    if pushed_model.get_int_custom_property(_PUSHED_KEY) != 1:
+      return
+    model_dir = _push_destination_dir(exec_properties)
+    _record_push(model_dir,
+                 artifact_utils.get_single_uri(input_dict[standard_component_specs.MODEL_KEY]),
+                 pushed_model.get_string_custom_property(_PUSHED_VERSION_KEY))
     refresh_models_config(os.path.dirname(model_dir))
 
 
@@ -122,12 +145,25 @@ def serving_root_pusher(model: types.BaseChannel, model_blessing: Optional[types
   if not model_name.isidentifier():
     # The name becomes both a folder of the serving root and part of the component id.
     raise ValueError(f"model_name must be a valid identifier, got {model_name!r}")
-  push_destination = pusher_pb2.PushDestination(
-      filesystem=pusher_pb2.PushDestination.Filesystem(
-          base_directory=os.path.join(serving_root, model_name)))
   return Pusher(
       model=model,
       model_blessing=model_blessing,
-      push_destination=push_destination,
+      push_destination=_push_destination(serving_root, model_name),
       custom_executor_spec=executor_spec.ExecutorClassSpec(ServingRootPusherExecutor),
   ).with_id(pusher_id(model_name))
+
+
+def push_without_blessing(model: types.Artifact, serving_root: str, model_name: str,
+                          archive_uri: str) -> str:
+  """Pushes `model` (a Model artifact) as a new version of `<serving_root>/<model_name>`
+  exactly as the pipeline's pusher does, with no blessing asked for: an operator's deliberate
+  push (pipeline/push_model.py). The stock executor also copies the model to `archive_uri`.
+  Returns the version folder it pushed to."""
+  pushed = standard_artifacts.PushedModel()
+  pushed.uri = archive_uri
+  ServingRootPusherExecutor().push_new_version(
+      {standard_component_specs.MODEL_KEY: [model]},
+      {standard_component_specs.PUSHED_MODEL_KEY: [pushed]},
+      {standard_component_specs.PUSH_DESTINATION_KEY:
+           proto_utils.proto_to_json(_push_destination(serving_root, model_name))})
+  return pushed.get_string_custom_property(_PUSHED_DESTINATION_KEY)

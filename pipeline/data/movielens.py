@@ -12,9 +12,7 @@ import csv
 import importlib.util
 import json
 import os
-from typing import Dict, Iterator, Optional, Set
-
-import tensorflow as tf
+from typing import IO, Dict, Iterator, Optional, Set
 
 from pipeline.data import contract
 
@@ -60,7 +58,8 @@ def _year(value: str) -> str:
   return value if len(value) == 4 and value.isdigit() else ""
 
 
-def _open_table_csv(data_root: str, table: str, file_name: str) -> tf.io.gfile.GFile:
+def _open_table_csv(data_root: str, table: str, file_name: str) -> IO[str]:
+  import tensorflow as tf  # here, so that --help answers without loading TensorFlow
   folder = f"{data_root.rstrip('/')}/{table}"
   tf.io.gfile.makedirs(folder)
   return tf.io.gfile.GFile(f"{folder}/{file_name}", "w")

@@ -18,14 +18,31 @@ import gzip
 import json
 import os
 import struct
-from typing import Any, Dict, Optional
-
-import numpy as np
-import tensorflow as tf
-
-from pipeline.data import contract
+import sys
+from typing import Any, Dict, List, Optional
 
 DEFAULT_SOURCE_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+def parse_args(argv: List[str]) -> argparse.Namespace:
+  """Above the imports of numpy and TensorFlow, so that --help and a bad flag answer at once."""
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--data_root", required=True, help="Folder (or gs:// path) to write into.")
+  parser.add_argument("--items", type=int, default=2000, help="Catalog size (class-balanced).")
+  parser.add_argument("--users", type=int, default=1000, help="Number of simulated users.")
+  parser.add_argument("--seed", type=int, default=0, help="Seed of the simulated users.")
+  parser.add_argument("--fashion_mnist_dir", default=None, help=f"Default {DEFAULT_SOURCE_DIR}.")
+  return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+  parse_args(sys.argv[1:])
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from pipeline.data import contract  # noqa: E402
+
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                "Sneaker", "Bag", "Ankle boot")
 _IMAGES_FILE, _LABELS_FILE = "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"
@@ -193,13 +210,7 @@ def write_synthetic_shop(data_root: str, items: int = 2000, users: int = 1000, s
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--data_root", required=True, help="Folder (or gs:// path) to write into.")
-  parser.add_argument("--items", type=int, default=2000, help="Catalog size (class-balanced).")
-  parser.add_argument("--users", type=int, default=1000, help="Number of simulated users.")
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--fashion_mnist_dir", default=None, help=f"Default {DEFAULT_SOURCE_DIR}.")
-  args = parser.parse_args()
+  args = parse_args(sys.argv[1:])
   counts = write_synthetic_shop(args.data_root, args.items, args.users, args.seed,
                                 args.fashion_mnist_dir)
   print(json.dumps({"data_root": args.data_root, "synthetic": True, **counts}))

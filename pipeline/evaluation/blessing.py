@@ -13,6 +13,20 @@ from tfx.types import standard_artifacts
 from pipeline.evaluation.report import OVERALL, Metrics
 
 
+# Ends every reason that kept a model from its blessing, so the run's last line can name what
+# failed (pipeline/run_report.py `failed_reasons`).
+FAILED = "FAILED"
+
+
+def failure(value: float, bound: float) -> str:
+  """The suffix of a failed comparison: by how much `value` missed `bound`."""
+  return f": {FAILED} by {bound - value:.4f}"
+
+
+def failed_reasons(reasons: Sequence[str]) -> List[str]:
+  return [reason for reason in reasons if f": {FAILED}" in reason]
+
+
 def gate(metrics: Metrics, model: str, rivals: Sequence[str], previous: str,
          gate_metrics: Sequence[str], tolerance: float) -> Tuple[bool, List[str]]:
   """(passed, reasons): `model` strictly above every rival on every gate metric overall, and
@@ -25,13 +39,14 @@ def gate(metrics: Metrics, model: str, rivals: Sequence[str], previous: str,
       ok = values[metric] > other
       passed &= ok
       reasons.append(f"{metric}: {model} {values[metric]:.4f} {'>' if ok else '<='} "
-                     f"{rival} {other:.4f}")
+                     f"{rival} {other:.4f}" + ("" if ok else failure(values[metric], other)))
     if previous in metrics:
       last = metrics[previous][OVERALL][metric]
       ok = values[metric] >= last - tolerance
       passed &= ok
       reasons.append(f"{metric}: {model} {values[metric]:.4f} {'>=' if ok else '<'} "
-                     f"last blessed {last:.4f} - tolerance {tolerance}")
+                     f"last blessed {last:.4f} - tolerance {tolerance}"
+                     + ("" if ok else failure(values[metric], last - tolerance)))
   return passed, reasons
 
 

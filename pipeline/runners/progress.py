@@ -1,9 +1,13 @@
 """A run's terminal: one progress line per component start and finish (from LocalDagRunner's
-own log lines), while the whole INFO log goes to the run folder's `pipeline.log`."""
+own log lines) and the run's report on stdout, while the whole INFO log and the libraries'
+noise on stderr (TensorFlow's C++ log, CUDA plugin registration errors, Gym's and Python's
+warnings) go to the run folder's `pipeline.log`."""
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
 import time
 from typing import Dict, Iterator, List, Optional
 
@@ -55,3 +59,23 @@ def run_logging(progress: ComponentProgress, log_path: Optional[str]) -> Iterato
     for handler in handlers:
       absl_logger.removeHandler(handler)
       handler.close()
+
+
+@contextlib.contextmanager
+def stderr_to(log_path: Optional[str]) -> Iterator[None]:
+  """Points file descriptor 2 at `log_path` (appending; None: leaves it), so that what the
+  libraries write to stderr, C++ included, lands in the log and not on the terminal."""
+  if log_path is None:
+    yield
+    return
+  sys.stderr.flush()
+  saved = os.dup(2)
+  log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+  os.dup2(log, 2)
+  os.close(log)
+  try:
+    yield
+  finally:
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
