@@ -54,9 +54,10 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
 def run(config: PipelineConfig) -> Dict[str, Any]:
   """Runs the pipeline and returns the run summary (also written as JSON)."""
   import tensorflow as tf
-  from tfx import v1 as tfx
 
   from pipeline import pipeline_def, run_report
+  from pipeline.reports import run_page
+  from pipeline.runners.named_run import NamedRunDagRunner
   from pipeline.runners.progress import ComponentProgress, run_logging
   pipeline = pipeline_def.create_pipeline(config)
   run_id = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
@@ -70,7 +71,7 @@ def run(config: PipelineConfig) -> Dict[str, Any]:
   started = time.time()
   with run_logging(progress, None if run_dir.startswith("gs://") else log_path):
     try:
-      tfx.orchestration.LocalDagRunner().run(pipeline)
+      NamedRunDagRunner(run_id).run(pipeline)
       summary["status"] = "succeeded"
       summary.update(run_report.run_outcome(config))
     except Exception as error:  # pylint: disable=broad-except
@@ -79,6 +80,7 @@ def run(config: PipelineConfig) -> Dict[str, Any]:
   summary["seconds"] = round(time.time() - started, 1)
   summary["component_seconds"] = {k: round(v, 1) for k, v in progress.timings.items()}
   summary["cached_components"] = progress.cached
+  summary["page"] = run_page.write(summary, config, run_dir)
   path = os.path.join(run_dir, "summary.json")
   with tf.io.gfile.GFile(path, "w") as f:
     json.dump(summary, f, indent=2, sort_keys=True)
