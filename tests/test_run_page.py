@@ -2,6 +2,7 @@
 TFDV's page, which loads Facets from a CDN) and the run page, checked in a real headless browser
 (Debian's chromium; scripts/run_tests.sh installs it as root, the browser checks skip without it).
 """
+import html
 import os
 import re
 import shutil
@@ -10,10 +11,12 @@ import subprocess
 import pytest
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
+from matplotlib import image
 
 from pipeline.components import drift
 from pipeline.data import contract, parsing
 from pipeline.data.examples import encode_example
+from pipeline.evaluation.report import OVERALL
 from pipeline.reports import statistics_page
 
 # A reference to anything outside the file: an absolute or protocol-relative URL in src/href.
@@ -76,3 +79,27 @@ def test_statistics_page_is_offline_and_shows_the_unsliced_counts(slice_root, tm
                    dom)
   assert re.search(r"<td>rating</td><td>FLOAT</td><td>2160</td><td>10\.0%</td><td>600</td>", dom)
   assert dom.count("<img") >= 3 and "data:image/png;base64," in dom
+
+
+def test_run_page_renders_offline_with_the_summary_numbers(first_run, tmp_path):
+  config, _, _, summary = first_run
+  page_path = summary["page"]
+  assert page_path == os.path.join(config.runs_dir, summary["run_id"], "index.html")
+  with open(page_path) as f:
+    _assert_offline(f.read())
+  dom = _browse(page_path, "--dump-dom")
+  assert f"Run {summary['run_id']}" in dom and "succeeded" in dom
+  candidate = summary["evaluation"]["metrics"]["candidate"][OVERALL]
+  assert f"{candidate['recall@100']:.4f}" in dom and f"{candidate['ndcg@10']:.4f}" in dom
+  cascade = summary["ranker"]["evaluation"]["metrics"]["cascade"][OVERALL]
+  assert f"{cascade['map']:.4f}" in dom
+  assert all(html.escape(reason, quote=False) in dom for reason in summary["evaluation"]["reasons"])
+  assert summary["pushed_to"] in dom
+  assert all(f"<td>{name}</td><td>{seconds:.1f}</td>" in dom
+             for name, seconds in summary["component_seconds"].items())
+  assert "tensorboard --logdir" in dom and os.path.dirname(summary["evaluation_report"]) in dom
+  assert "<td>item_id</td>" in dom  # the data statistics, train vs eval
+  shot = str(tmp_path / "page.png")
+  _browse(page_path, f"--screenshot={shot}", "--window-size=1200,2000")
+  pixels = image.imread(shot)
+  assert pixels.shape[:2] == (2000, 1200) and pixels.std() > 0.05  # not a blank page
