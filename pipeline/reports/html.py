@@ -13,6 +13,7 @@ th:first-child, td:first-child { text-align: left; }
 pre { background: #f6f6f6; padding: 0.5em; white-space: pre-wrap; }
 .bad { color: #b00; font-weight: bold; } .good { color: #070; font-weight: bold; }
 img { max-width: 100%; }
+.block { display: inline-block; vertical-align: top; margin-right: 1.5em; }
 """
 
 

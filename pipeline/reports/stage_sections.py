@@ -53,11 +53,11 @@ def evaluated(stage: Stage, outcome: Mapping[str, Any]) -> str:
   models = [m for m in stage.report.models if m in metrics]
   slices = sorted({s for m in models for s in metrics[m]}, key=lambda s: (s != OVERALL, s))
   tables = "".join(
-      f"<h4>{html.text(s)}</h4>" + html.table(
+      f"<div class=\"block\"><h4>{html.text(s)}</h4>" + html.table(
           ["metric", *models],
           [[name] + [metrics[m].get(s, {}).get(name, "-") for m in models]
            for name in stage.report.metric_names if any(name in metrics[m].get(s, {})
-                                                        for m in models)])
+                                                        for m in models)]) + "</div>"
       for s in slices)
   reasons = "".join(f"<li>{html.text(r)}</li>" for r in evaluation["reasons"])
   report = outcome["evaluation_report"]
