@@ -220,7 +220,8 @@ def create_components(config: PipelineConfig, portable: bool = False) -> List[Ba
   validation_gate = ValidationGate(
       statistics=statistics_gen.outputs["statistics"],
       anomalies=example_validator.outputs["anomalies"], schema=schema_gen.outputs["schema"],
-      data_root=config.data_root, rating_scale=contract.format_scale(scale) if scale else "",
+      data_root=config.data_root, runs_dir=config.runs_dir,
+      rating_scale=contract.format_scale(scale) if scale else "",
       drift_features=config.drift_features, drift_threshold=config.drift_threshold,
       drift_min_span_rows=config.drift_min_span_rows)
 

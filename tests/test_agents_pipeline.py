@@ -32,6 +32,7 @@ from serving.models_config import read_models_config
 from pipeline.data.contract import CURATED_SCHEMA
 from pipeline.data import contract
 from pipeline.data.movielens import convert_movielens_100k
+from pipeline.reports import stage_sections
 
 SLICE_USERS = 60
 MODEL_NAME = "bandit_policy"
@@ -98,6 +99,20 @@ def test_component_reports_simulated_ope_and_pushes_the_blessed_policy(run):
   truth = report["simulated_truth"]
   assert 0 < truth["logging"] < 1
   assert report["blessing"]["blessed"] is True  # tolerance=1.0: any estimate passes
+
+
+def test_run_page_shows_each_estimate_with_its_interval(run):
+  report_dir = _single(run["pipeline_root"], "BanditPolicyTrainer", "evaluation")
+  with open(os.path.join(report_dir, REPORT_JSON)) as f:
+    report = json.load(f)
+  section = stage_sections.section(pipeline_def.BANDIT_STAGE, {
+      "evaluation": report, "evaluation_report": os.path.join(report_dir, REPORT_HTML),
+      "blessed": True, "pushed_to": run["serving_root"]})
+  for value in [report["ope"]["logging"], *report["ope"]["estimators"].values()]:
+    assert f"{value['value']:.5f} [{value['lower']:.5f}, {value['upper']:.5f}]" in section
+  lift = report["ope"]["estimators"]["dr"]["lift"]
+  assert f"{lift['value']:.5f} [{lift['lower']:.5f}, {lift['upper']:.5f}]" in section
+  assert "SIMULATED log" in section and section.count("data:image/png;base64,") == 2
   blessing_dir = _single(run["pipeline_root"], "BanditPolicyTrainer", "blessing")
   assert os.path.exists(os.path.join(blessing_dir, "BLESSED"))
   (version,) = [v for v in os.listdir(os.path.join(run["serving_root"], MODEL_NAME)) if v.isdigit()]

@@ -1,5 +1,6 @@
 """The whole pipeline with LocalDagRunner on a small real slice of MovieLens-100K."""
 import csv
+import json
 import os
 import re
 import shutil
@@ -95,12 +96,12 @@ def test_blessed_model_is_pushed_with_models_config(first_run):
 
 
 def test_validation_reports_are_written(first_run):
-  config, _, _, _ = first_run
+  config, _, _, summary = first_run
   reports = tf.io.gfile.glob(os.path.join(config.pipeline_root, "ValidationGate", "report", "*"))
   assert reports
-  names = set(os.listdir(reports[0]))
-  assert {"statistics_train.html", "statistics_eval.html", "anomalies.html",
-          "anomalies.json"} <= names
+  names = {"statistics.html", "anomalies.html", "anomalies.json", "drift.json"}
+  assert names <= set(os.listdir(reports[0]))
+  assert names <= set(os.listdir(os.path.join(config.runs_dir, summary["run_id"])))
 
 
 def _user_history(slice_root, user_id, length=20):
@@ -196,6 +197,18 @@ def test_anomalous_data_stops_before_training_and_pushes_nothing(slice_root, tmp
   for component in ("Transform", "Trainer", "RetrievalEvaluator", "retrieval_pusher"):
     assert not os.path.exists(os.path.join(config.pipeline_root, component)), component
   assert not os.path.exists(config.serving_root)
+  # The reports outlive the failure (TFX deleted the gate's own output), and the error names them.
+  run_dir = os.path.join(config.runs_dir, summary["run_id"])
+  assert f"(report: {os.path.join(run_dir, 'anomalies.html')})" in error
+  with open(os.path.join(run_dir, "anomalies.json")) as f:
+    found = {item["feature"] for items in json.load(f).values() for item in items}
+  assert {"rating", "event"} <= found
+  assert os.path.exists(os.path.join(run_dir, "statistics.html"))
+  # The run page of a failed run: the error, then the anomalies and the statistics.
+  with open(summary["page"]) as f:
+    page = f.read()
+  assert "DataValidationError" in page and "<h3>Anomalies</h3><table>" in page
+  assert "<h3>Statistics</h3>" in page
 
 
 def test_exported_model_uses_only_core_tensorflow_ops(first_run):

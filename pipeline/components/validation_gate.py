@@ -3,26 +3,32 @@ drifted from the one before.
 
 TFX's ExampleValidator only records anomalies; nothing downstream stops on them. This gate turns
 them into an error that names each anomaly, its split, and the raw files the feature comes from,
-and writes the statistics and anomalies as HTML (TFDV's renderer) and JSON for a person to open.
+and writes the statistics and anomalies as self-contained HTML (pipeline/reports/) and JSON for a
+person to open, into the run folder too, where they outlive the failure they describe.
 """
 
 import json
 import os
-from typing import Dict, List
+from typing import Any, Dict, List, Optional
 
 import tensorflow as tf
-from tensorflow_data_validation import constants
-from tensorflow_data_validation.utils import anomalies_util, display_util, stats_util
-from tfx import v1 as tfx
+from tensorflow_data_validation.utils import anomalies_util
+from tfx import types
+from tfx.dsl.components.base import base_component, base_executor, executor_spec
 from tfx.types import artifact_utils, standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import io_utils
 
 from pipeline.components import drift
 from pipeline.components.artifacts import ValidationReport
 from pipeline.data import contract, parsing
+from pipeline.reports import anomalies_page, statistics_page
 from transform import features as F
 
-
+# The reports, in the gate's artifact and in the run folder.
+STATISTICS_REPORT = "statistics.html"
+ANOMALIES_REPORT = "anomalies.html"
+ANOMALIES_JSON = "anomalies.json"
 DRIFT_REPORT = "drift.json"
 
 
@@ -90,53 +96,97 @@ def describe(found: Dict[str, List[Dict[str, str]]], data_root: str,
   return "\n".join(lines)
 
 
-@tfx.dsl.components.component
-def ValidationGate(  # pylint: disable=invalid-name
-    statistics: tfx.dsl.components.InputArtifact[standard_artifacts.ExampleStatistics],
-    anomalies: tfx.dsl.components.InputArtifact[standard_artifacts.ExampleAnomalies],
-    schema: tfx.dsl.components.InputArtifact[standard_artifacts.Schema],
-    report: tfx.dsl.components.OutputArtifact[ValidationReport],
-    data_root: tfx.dsl.components.Parameter[str],
-    rating_scale: tfx.dsl.components.Parameter[str] = "",
-    drift_features: tfx.dsl.components.Parameter[str] = "",
-    drift_threshold: tfx.dsl.components.Parameter[float] = 0.5,
-    drift_min_span_rows: tfx.dsl.components.Parameter[int] = 500,
-) -> None:
-  """Writes the reports, then raises DataValidationError if any split has anomalies, or if the
-  newest span drifted from the one before (pipeline/components/drift.py)."""
-  split_names = artifact_utils.decode_split_names(anomalies.split_names)
-  found = split_anomalies(anomalies.uri, split_names)
-  tf.io.gfile.makedirs(report.uri)
-  stats_splits = artifact_utils.decode_split_names(statistics.split_names)
-  for split in stats_splits:
-    stats = stats_util.get_slice_stats(stats_util.load_stats_binary(
-        os.path.join(statistics.uri, f"Split-{split}", "FeatureStats.pb")),
-        constants.DEFAULT_SLICE_KEY)
-    with tf.io.gfile.GFile(os.path.join(report.uri, f"statistics_{split}.html"), "w") as f:
-      f.write(display_util.get_statistics_html(stats))
-  with tf.io.gfile.GFile(os.path.join(report.uri, "anomalies.json"), "w") as f:
-    json.dump(found, f, indent=2)
-  with tf.io.gfile.GFile(os.path.join(report.uri, "anomalies.html"), "w") as f:
-    rows = "".join(f"<tr><td>{s}</td><td>{i['feature']}</td><td>{i['short']}</td>"
-                   f"<td>{i['description']}</td></tr>" for s, items in found.items() for i in items)
-    rows = rows or "<tr><td colspan=4>none</td></tr>"
-    f.write("<html><body><h1>Data anomalies</h1><table border=1><tr><th>split</th>"
-            f"<th>feature</th><th>anomaly</th><th>detail</th></tr>{rows}</table></body></html>")
+def _write(folders: List[str], name: str, content: str) -> None:
+  for folder in folders:
+    with tf.io.gfile.GFile(os.path.join(folder, name), "w") as f:
+      f.write(content)
+
+
+def validate(statistics: types.Artifact, anomalies: types.Artifact, schema: types.Artifact,
+             report: types.Artifact, run_folder: Optional[str], data_root: str,
+             rating_scale: str, drift_features: str, drift_threshold: float,
+             drift_min_span_rows: int) -> None:
+  """Writes the reports into the report artifact and the run folder (when given: the one the
+  errors name), then raises DataValidationError if any split has anomalies, or if the newest
+  span drifted from the one before (pipeline/components/drift.py)."""
+  folders = [report.uri] + ([run_folder] if run_folder else [])
+  for folder in folders:
+    tf.io.gfile.makedirs(folder)
+  found = split_anomalies(anomalies.uri, artifact_utils.decode_split_names(anomalies.split_names))
   report.set_int_custom_property("anomaly_count", sum(len(v) for v in found.values()))
+  stats_splits = artifact_utils.decode_split_names(statistics.split_names)
+  _write(folders, STATISTICS_REPORT,
+         statistics_page.page(statistics_page.load_default_slices(statistics.uri, stats_splits)))
+  _write(folders, ANOMALIES_JSON, json.dumps(found, indent=2))
+  _write(folders, ANOMALIES_REPORT, anomalies_page.page(found))
   if any(found.values()):
     raise DataValidationError(
         f"input data under {data_root} has anomalies against the curated schema; the run stops "
-        f"before Transform and nothing is trained or pushed (report: {report.uri}):\n"
+        f"before Transform and nothing is trained or pushed (report: "
+        f"{os.path.join(folders[-1], ANOMALIES_REPORT)}):\n"
         + describe(found, data_root, rating_scale))
   settings = drift.DriftSettings.parse(drift_features, drift_threshold, drift_min_span_rows)
   curated = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema.uri))
   compared = drift.check(statistics.uri, stats_splits, curated, settings)
-  with tf.io.gfile.GFile(os.path.join(report.uri, DRIFT_REPORT), "w") as f:
-    json.dump(compared, f, indent=2)
+  _write(folders, DRIFT_REPORT, json.dumps(compared, indent=2))
   if any(result["drifted"] for result in compared):
     raise DataValidationError(
         f"the newest span under {data_root} drifted from the span before it; the run stops "
         f"before Transform and nothing is trained or pushed (report: "
-        f"{os.path.join(report.uri, DRIFT_REPORT)}). If the change is expected, raise "
+        f"{os.path.join(folders[-1], DRIFT_REPORT)}). If the change is expected, raise "
         f"--drift_threshold or leave the feature out of --drift_features:\n"
         + drift.describe(compared))
+
+
+class ValidationGateSpec(types.ComponentSpec):
+  PARAMETERS = {
+      "data_root": ExecutionParameter(type=str),
+      # Where the run folders are (config.runs_dir); "" writes the reports only into the artifact.
+      "runs_dir": ExecutionParameter(type=str),
+      "rating_scale": ExecutionParameter(type=str),
+      "drift_features": ExecutionParameter(type=str),
+      "drift_threshold": ExecutionParameter(type=float),
+      "drift_min_span_rows": ExecutionParameter(type=int),
+  }
+  INPUTS = {
+      "statistics": ChannelParameter(type=standard_artifacts.ExampleStatistics),
+      "anomalies": ChannelParameter(type=standard_artifacts.ExampleAnomalies),
+      "schema": ChannelParameter(type=standard_artifacts.Schema),
+  }
+  OUTPUTS = {"report": ChannelParameter(type=ValidationReport)}
+
+
+class Executor(base_executor.BaseExecutor):
+  """Runs `validate` with the reports also in the run folder, `runs_dir/<pipeline run id>`.
+
+  TFX deletes a failed component's outputs, so the artifact's copy is gone exactly when the
+  gate fails; the run folder's stays. The run id comes from the executor's context, not from an
+  exec property, so it does not enter the cache key: an identical re-run is still cached."""
+
+  def Do(self, input_dict: Dict[str, List[types.Artifact]],
+         output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
+    run_id = self._context.pipeline_run_id if self._context else None
+    runs_dir = exec_properties["runs_dir"]
+    validate(*(artifact_utils.get_single_instance(input_dict[key])
+               for key in ("statistics", "anomalies", "schema")),
+             artifact_utils.get_single_instance(output_dict["report"]),
+             os.path.join(runs_dir, run_id) if runs_dir and run_id else None,
+             **{key: exec_properties[key] for key in ValidationGateSpec.PARAMETERS
+                if key != "runs_dir"})
+
+
+class ValidationGate(base_component.BaseComponent):
+  """Halts the run on anomalies or drift (see the module docstring)."""
+
+  SPEC_CLASS = ValidationGateSpec
+  EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+
+  def __init__(self, statistics: types.BaseChannel, anomalies: types.BaseChannel,
+               schema: types.BaseChannel, data_root: str, runs_dir: str = "",
+               rating_scale: str = "", drift_features: str = "", drift_threshold: float = 0.5,
+               drift_min_span_rows: int = 500):
+    super().__init__(spec=ValidationGateSpec(
+        statistics=statistics, anomalies=anomalies, schema=schema, data_root=data_root,
+        runs_dir=runs_dir, rating_scale=rating_scale, drift_features=drift_features,
+        drift_threshold=drift_threshold, drift_min_span_rows=drift_min_span_rows,
+        report=types.Channel(type=ValidationReport)))

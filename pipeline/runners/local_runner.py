@@ -76,8 +76,9 @@ def new_run_id(runs_dir: str) -> str:
 
 def run(config: PipelineConfig, setup: Optional[Callable[[], None]] = None) -> Dict[str, Any]:
   """Runs the pipeline (after `setup`, e.g. writing the demo's data) and returns the run
-  summary (also written as JSON). The libraries' stderr goes to the run's log from the first
-  TensorFlow import on; our progress lines stay on stdout."""
+  summary (also written as JSON) after writing the run page. TFX's pipeline run id is the run
+  folder's name, so a component finds the folder from its context. The libraries' stderr goes
+  to the run's log from the first TensorFlow import on; our progress lines stay on stdout."""
   from pipeline.runners.progress import ComponentProgress, run_logging, stderr_to
   run_id = new_run_id(config.runs_dir)
   run_dir = os.path.join(config.runs_dir, run_id)
@@ -92,9 +93,10 @@ def run(config: PipelineConfig, setup: Optional[Callable[[], None]] = None) -> D
   started = time.time()
   with stderr_to(log_path if local else None):
     import tensorflow as tf
-    from tfx import v1 as tfx
 
     from pipeline import pipeline_def, run_report
+    from pipeline.reports import run_page
+    from pipeline.runners.named_run import NamedRunDagRunner
     tf.io.gfile.makedirs(run_dir)
     if setup is not None:
       setup()
@@ -102,15 +104,16 @@ def run(config: PipelineConfig, setup: Optional[Callable[[], None]] = None) -> D
     progress = ComponentProgress(total=len(pipeline.components))
     with run_logging(progress, log_path if local else None):
       try:
-        tfx.orchestration.LocalDagRunner().run(pipeline)
+        NamedRunDagRunner(run_id).run(pipeline)
         summary["status"] = "succeeded"
         summary.update(run_report.run_outcome(config))
       except Exception as error:  # pylint: disable=broad-except
         summary["status"] = "failed"
         summary["error"] = f"{type(error).__name__}: {error}"
-  summary["seconds"] = round(time.time() - started, 1)
-  summary["component_seconds"] = {k: round(v, 1) for k, v in progress.timings.items()}
-  summary["cached_components"] = progress.cached
+    summary["seconds"] = round(time.time() - started, 1)
+    summary["component_seconds"] = {k: round(v, 1) for k, v in progress.timings.items()}
+    summary["cached_components"] = progress.cached
+    summary["page"] = run_page.write(summary, config, run_dir)  # matplotlib's noise to the log
   path = os.path.join(run_dir, "summary.json")
   with tf.io.gfile.GFile(path, "w") as f:
     json.dump(summary, f, indent=2, sort_keys=True)
