@@ -19,11 +19,42 @@ import time
 from typing import Dict, List
 
 import agents  # noqa: F401  (Keras 2 before TensorFlow)
-from agents import ope
-from agents.bandit_agents import AGENT_NAMES, AgentConfig
-from agents.open_bandit import load_open_bandit
-from agents.report import table_dict
-from agents.training import OffPolicySettings, train_and_evaluate
+
+
+def parse_args(argv: List[str]) -> argparse.Namespace:
+  """Above the imports of the agents (TensorFlow, TF-Agents), so that --help and a bad flag
+  answer at once."""
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--agents", default=None,
+                      help="comma-separated agents to train and judge (default: all of "
+                           "agents.bandit_agents.AGENT_NAMES, as in the usage above)")
+  parser.add_argument("--holdout_fraction", type=float, default=0.3,
+                      help="the newest share of the log, held out for the estimates (default "
+                           "%(default)s)")
+  parser.add_argument("--epsilon", type=float, default=0.1,
+                      help="exploration of the judged slate policy: every propensity is at "
+                           "least epsilon / candidates (default %(default)s)")
+  parser.add_argument("--epochs", type=int, default=3,
+                      help="passes of the neural agents over the training rows (default "
+                           "%(default)s)")
+  parser.add_argument("--n_bootstrap", type=int, default=2000,
+                      help="bootstrap resamples per interval (default %(default)s)")
+  parser.add_argument("--confidence", type=float, default=0.95,
+                      help="confidence level of the intervals (default %(default)s)")
+  parser.add_argument("--seed", type=int, default=0,
+                      help="seed of the agents and of the bootstrap (default %(default)s)")
+  return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+  parse_args(sys.argv[1:])
+
+from agents import ope  # noqa: E402
+from agents.bandit_agents import AGENT_NAMES, AgentConfig  # noqa: E402
+from agents.open_bandit import load_open_bandit  # noqa: E402
+from agents.report import table_dict  # noqa: E402
+from agents.training import OffPolicySettings, train_and_evaluate  # noqa: E402
 
 
 def obp_estimates(inputs: ope.OPEInputs, confidence: float, n_bootstrap: int, seed: int
@@ -49,16 +80,7 @@ def obp_estimates(inputs: ope.OPEInputs, confidence: float, n_bootstrap: int, se
 
 
 def main(argv: List[str]) -> int:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--agents", default=",".join(AGENT_NAMES))
-  parser.add_argument("--holdout_fraction", type=float, default=0.3)
-  parser.add_argument("--epsilon", type=float, default=0.1)
-  parser.add_argument("--epochs", type=int, default=3)
-  parser.add_argument("--n_bootstrap", type=int, default=2000)
-  parser.add_argument("--confidence", type=float, default=0.95)
-  parser.add_argument("--seed", type=int, default=0)
-  args = parser.parse_args(argv)
+  args = parse_args(argv)
   data, validation = load_open_bandit()
   settings = OffPolicySettings(slate_size=3, epsilon=args.epsilon,
                               holdout_fraction=args.holdout_fraction, epochs=args.epochs,
@@ -76,7 +98,7 @@ def main(argv: List[str]) -> int:
                    "seed": args.seed},
       "agents": {},
   }
-  for name in args.agents.split(","):
+  for name in args.agents.split(",") if args.agents else AGENT_NAMES:
     started = time.time()
     outcome = train_and_evaluate(AgentConfig(name=name, seed=args.seed), data, settings)
     table = table_dict(outcome.table)

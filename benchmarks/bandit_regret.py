@@ -17,30 +17,50 @@ import sys
 from typing import List
 
 import agents  # noqa: F401  (Keras 2 before TensorFlow)
-from agents.bandit_agents import AGENT_NAMES, AgentConfig
-from agents.regret import UNIFORM_RANDOM, run_agent, write_outputs
-from agents.simulation import MovieLensBanditEnvironment, movielens_ratings
 from pipeline.config import REPO_ROOT
 
 
-def main(argv: List[str]) -> int:
+def parse_args(argv: List[str]) -> argparse.Namespace:
+  """Above the imports of the agents (TensorFlow, TF-Agents), so that --help and a bad flag
+  answer at once."""
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--steps", type=int, default=2000)
-  parser.add_argument("--batch_size", type=int, default=8)
-  parser.add_argument("--num_candidates", type=int, default=20)
-  parser.add_argument("--rank", type=int, default=20)
-  parser.add_argument("--agents", default=",".join((UNIFORM_RANDOM,) + AGENT_NAMES))
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--output_dir", default=os.path.join(REPO_ROOT, "outputs", "benchmarks"))
-  args = parser.parse_args(argv)
+  parser.add_argument("--steps", type=int, default=2000,
+                      help="environment steps per agent (default %(default)s)")
+  parser.add_argument("--batch_size", type=int, default=8,
+                      help="users served per step (default %(default)s)")
+  parser.add_argument("--num_candidates", type=int, default=20,
+                      help="random movies each user is offered per step (default %(default)s)")
+  parser.add_argument("--rank", type=int, default=20,
+                      help="rank of the SVDs behind the rewards and the features (default "
+                           "%(default)s)")
+  parser.add_argument("--agents", default=None,
+                      help="comma-separated agents to run (default: uniform_random, then all "
+                           "of agents.bandit_agents.AGENT_NAMES)")
+  parser.add_argument("--seed", type=int, default=0,
+                      help="seed of the environment and the agents (default %(default)s)")
+  parser.add_argument("--output_dir", default=os.path.join(REPO_ROOT, "outputs", "benchmarks"),
+                      help="bandit_regret.png and .json go here (default %(default)s)")
+  return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+  parse_args(sys.argv[1:])
+
+from agents.bandit_agents import AGENT_NAMES, AgentConfig  # noqa: E402
+from agents.regret import UNIFORM_RANDOM, run_agent, write_outputs  # noqa: E402
+from agents.simulation import MovieLensBanditEnvironment, movielens_ratings  # noqa: E402
+
+
+def main(argv: List[str]) -> int:
+  args = parse_args(argv)
   ratings = movielens_ratings()
   make_env = functools.partial(MovieLensBanditEnvironment, ratings, rank=args.rank,
                                num_candidates=args.num_candidates, batch_size=args.batch_size,
                                seed=args.seed)
   config = AgentConfig(seed=args.seed)
-  curves = {name: run_agent(make_env, name, args.steps, config)
-            for name in args.agents.split(",")}
+  names = args.agents.split(",") if args.agents else (UNIFORM_RANDOM,) + AGENT_NAMES
+  curves = {name: run_agent(make_env, name, args.steps, config) for name in names}
   settings = {"dataset": "MovieLens-100K", "ratings": len(ratings.ratings), "steps": args.steps,
               "batch_size": args.batch_size, "decisions_per_agent": args.steps * args.batch_size,
               "num_candidates": args.num_candidates, "rank": args.rank, "seed": args.seed,

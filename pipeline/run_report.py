@@ -203,7 +203,8 @@ def outcome_line(summary: Dict[str, Any], stages: Sequence[Stage]) -> str:
 
 
 def report(summary: Dict[str, Any], stages: Sequence[Stage] = pipeline_def.ALL_STAGES) -> str:
-  """The human-readable end of a run: the summary JSON's path, then `outcome_line`."""
+  """The human-readable end of a run: the run page to open, the summary JSON's path, then
+  `outcome_line`."""
   lines = [f"run {summary['run_id']}: {summary['status']} in {summary['seconds']} s"]
   if summary["status"] != "succeeded":
     lines.append(summary["error"])
@@ -215,5 +216,7 @@ def report(summary: Dict[str, Any], stages: Sequence[Stage] = pipeline_def.ALL_S
   for stage in stages:
     lines += _stage_lines(stage, summary if stage == pipeline_def.RETRIEVAL_STAGE
                           else summary.get(stage.model_name, {}))
+  if summary.get("page"):
+    lines.append(f"run page (opens offline): {summary['page']}")
   lines += [summary["summary_path"], outcome_line(summary, stages)]
   return "\n".join(lines)

@@ -29,6 +29,44 @@ import time
 from concurrent import futures
 from typing import List, Optional, Sequence
 
+from serving.batching import BatchingParameters, QueueFull
+from serving.bind import LOOPBACK, grpc_address
+from serving.model_server_flags import add_model_server_flags
+
+
+def parse_args(argv: List[str]) -> argparse.Namespace:
+  """Above the imports of TensorFlow, gRPC and TF Serving's APIs, so that --help and a bad flag
+  answer at once."""
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--model_config_file", required=True,
+                      help="the models.config to serve (text-format ModelServerConfig), e.g. "
+                           "outputs/serving/models.config")
+  parser.add_argument("--port", type=int, default=8500,
+                      help="gRPC port to listen on (0: any free one; default %(default)s)")
+  parser.add_argument("--host", default=LOOPBACK,
+                      help="address to bind (0.0.0.0: all interfaces, as stock TF Serving)")
+  add_model_server_flags(parser)
+  parser.add_argument("--enable_admin_api", action="store_true",
+                      help="accept HandleReloadConfigRequest (unauthenticated: anyone who can "
+                           "reach the port can then change what is served)")
+  parser.add_argument("--max_batch_size", type=int, default=BatchingParameters.max_batch_size,
+                      help="rows per Predict and per batch; a larger Predict is refused")
+  parser.add_argument("--batch_timeout_micros", type=int, default=2000,
+                      help="microseconds a batch waits for more calls before it runs (default "
+                           "%(default)s)")
+  parser.add_argument("--enable_batching", action=argparse.BooleanOptionalAction, default=True,
+                      help="merge concurrent Predict calls into batches (--no-enable_batching: "
+                           "each call runs alone)")
+  parser.add_argument("--batching_parameters_file", default=None,
+                      help="TF Serving's batching parameters (text proto); overrides the two "
+                           "flags above")
+  return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+  parse_args(sys.argv[1:])
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import grpc  # noqa: E402
@@ -39,8 +77,6 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      predict_pb2, prediction_service_pb2_grpc)
 from tensorflow_serving.apis import status_pb2  # noqa: E402
 
-from serving.batching import BatchingParameters, QueueFull  # noqa: E402
-from serving.bind import LOOPBACK, grpc_address  # noqa: E402
 from serving.model_manager import ModelManager, ServingError  # noqa: E402
 from serving.predict_inputs import request_inputs  # noqa: E402
 
@@ -243,39 +279,8 @@ def run_until_interrupted(stop) -> None:
     stop()
 
 
-def add_model_server_flags(parser: argparse.ArgumentParser) -> None:
-  """The flags shared with serving.serve, which starts this server too (TF Serving's names)."""
-  parser.add_argument("--file_system_poll_wait_seconds", type=float, default=2.0)
-  parser.add_argument("--model_config_file_poll_wait_seconds", type=float, default=None,
-                      help="re-read models.config this often (0: once, at start; default: as "
-                           "--file_system_poll_wait_seconds); a re-read replaces what an admin "
-                           "HandleReloadConfigRequest set, as in TF Serving")
-  parser.add_argument("--allow_version_labels_for_unavailable_models", action="store_true",
-                      help="let a new label name a version that is not loaded (TF Serving's "
-                           "flag)")
-  parser.add_argument("--allowed_base_paths", nargs="*", default=[],
-                      help="roots besides the config file's folder that base_path may name")
-
-
 def main(argv: List[str]) -> int:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--model_config_file", required=True)
-  parser.add_argument("--port", type=int, default=8500)
-  parser.add_argument("--host", default=LOOPBACK,
-                      help="address to bind (0.0.0.0: all interfaces, as stock TF Serving)")
-  add_model_server_flags(parser)
-  parser.add_argument("--enable_admin_api", action="store_true",
-                      help="accept HandleReloadConfigRequest (unauthenticated: anyone who can "
-                           "reach the port can then change what is served)")
-  parser.add_argument("--max_batch_size", type=int, default=BatchingParameters.max_batch_size,
-                      help="rows per Predict and per batch; a larger Predict is refused")
-  parser.add_argument("--batch_timeout_micros", type=int, default=2000)
-  parser.add_argument("--enable_batching", action=argparse.BooleanOptionalAction, default=True)
-  parser.add_argument("--batching_parameters_file", default=None,
-                      help="TF Serving's batching parameters (text proto); overrides the two "
-                           "flags above")
-  args = parser.parse_args(argv)
+  args = parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
   batching = BatchingParameters(args.max_batch_size, args.batch_timeout_micros / 1e6)
   if args.batching_parameters_file:

@@ -22,10 +22,61 @@ import os
 import sys
 from typing import List, Optional
 
+from serving import limits
+from serving.bind import LOOPBACK, grpc_address
+from serving.model_server_flags import add_model_server_flags
+from serving.user_state_config import UserStateConfig, add_user_state_flags
+
+# Where scripts/run_pipeline.sh leaves its outputs: <repository>/outputs.
+DEFAULT_OUTPUTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               "outputs")
+
+
+def parse_args(argv: List[str]) -> argparse.Namespace:
+  """Above the imports of the cascade and the model server (TensorFlow, gRPC), so that --help
+  and a bad flag answer at once."""
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--data_root",
+                      default=os.path.join(DEFAULT_OUTPUTS, "data", "movielens-100k"),
+                      help="the raw data root: its catalog and users are served, the feedback "
+                           "goes to its interactions/ (default %(default)s)")
+  parser.add_argument("--serving_root", default=os.path.join(DEFAULT_OUTPUTS, "serving"),
+                      help="the pushed models and their models.config, which the local model "
+                           "server serves (default %(default)s)")
+  parser.add_argument("--model_server", default=None,
+                      help="host:port of a running TF Serving; default: start the local one")
+  parser.add_argument("--model_server_port", type=int, default=0,
+                      help="port of the local model server (0: any free one; printed)")
+  parser.add_argument("--experiment", default=None, help="A/B experiment config (JSON file)")
+  parser.add_argument("--host", default=LOOPBACK,
+                      help="address the cascade's gRPC and HTTP bind (0.0.0.0: every interface; "
+                           "nothing authenticates callers)")
+  parser.add_argument("--port", type=int, default=50051,
+                      help="the cascade's gRPC port (0: any free one; printed; default "
+                           "%(default)s)")
+  parser.add_argument("--http_port", type=int, default=8080,
+                      help="the HTTP/JSON gateway's port (0: any free one; printed; default "
+                           "%(default)s)")
+  parser.add_argument("--http_header_timeout_s", type=float, default=limits.HEADER_TIMEOUT_S,
+                      help="a request head must arrive within this (and an idle keep-alive "
+                           "connection is closed after it)")
+  parser.add_argument("--catalog_refresh_s", type=float, default=60.0,
+                      help="re-read the catalog this often; new items a multimodal retrieval "
+                           "model can embed are recommended at once (0: read it at start only)")
+  parser.add_argument("--feedback_rotate_s", type=float, default=3600.0,
+                      help="close the feedback file this often (the pipeline reads closed "
+                           "files only: the freshest feedback a retraining cycle sees)")
+  add_model_server_flags(parser)
+  add_user_state_flags(parser)
+  return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+  parse_args(sys.argv[1:])
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from serving import limits  # noqa: E402
-from serving.bind import LOOPBACK, grpc_address  # noqa: E402
 from serving.cascade import Cascade  # noqa: E402
 from serving.cascade_server import grpc_server  # noqa: E402
 from serving.context_store import Catalog  # noqa: E402
@@ -35,15 +86,10 @@ from serving.fresh_items import FreshItems, RefreshLoop  # noqa: E402
 from serving.http_gateway import HttpGateway  # noqa: E402
 from serving.issued import rebuilt  # noqa: E402
 from serving.model_client import ModelClient  # noqa: E402
-from serving.model_server import (ModelServer, add_model_server_flags,  # noqa: E402
-                                  run_until_interrupted)
+from serving.model_server import ModelServer, run_until_interrupted  # noqa: E402
 from serving.models_config import RETRIEVAL, models_config_path  # noqa: E402
-from serving.user_state_config import UserStateConfig, add_user_state_flags  # noqa: E402
 
 log = logging.getLogger(__name__)
-# Where scripts/run_pipeline.sh leaves its outputs: <repository>/outputs.
-DEFAULT_OUTPUTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                               "outputs")
 
 
 class LocalStack:
@@ -106,33 +152,7 @@ class LocalStack:
 
 
 def main(argv: List[str]) -> int:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--data_root",
-                      default=os.path.join(DEFAULT_OUTPUTS, "data", "movielens-100k"))
-  parser.add_argument("--serving_root", default=os.path.join(DEFAULT_OUTPUTS, "serving"))
-  parser.add_argument("--model_server", default=None,
-                      help="host:port of a running TF Serving; default: start the local one")
-  parser.add_argument("--model_server_port", type=int, default=0,
-                      help="port of the local model server (0: any free one; printed)")
-  parser.add_argument("--experiment", default=None, help="A/B experiment config (JSON file)")
-  parser.add_argument("--host", default=LOOPBACK,
-                      help="address the cascade's gRPC and HTTP bind (0.0.0.0: every interface; "
-                           "nothing authenticates callers)")
-  parser.add_argument("--port", type=int, default=50051)
-  parser.add_argument("--http_port", type=int, default=8080)
-  parser.add_argument("--http_header_timeout_s", type=float, default=limits.HEADER_TIMEOUT_S,
-                      help="a request head must arrive within this (and an idle keep-alive "
-                           "connection is closed after it)")
-  parser.add_argument("--catalog_refresh_s", type=float, default=60.0,
-                      help="re-read the catalog this often; new items a multimodal retrieval "
-                           "model can embed are recommended at once (0: read it at start only)")
-  parser.add_argument("--feedback_rotate_s", type=float, default=3600.0,
-                      help="close the feedback file this often (the pipeline reads closed "
-                           "files only: the freshest feedback a retraining cycle sees)")
-  add_model_server_flags(parser)
-  add_user_state_flags(parser)
-  args = parser.parse_args(argv)
+  args = parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
   experiment = SINGLE_VARIANT
   if args.experiment:

@@ -1,22 +1,32 @@
 """Which online user-state store serves, with which bounds: the flags `serving.serve` takes, and
-the store they open. Defaults are `serving/limits.py`'s."""
+the store they open. Defaults are `serving/limits.py`'s.
+
+The stores' modules (TensorFlow comes with them) are imported inside the functions that need
+them, so that `serving.serve` adds these flags and answers --help without loading them."""
 from __future__ import annotations
 
 import argparse
 import dataclasses
+from typing import TYPE_CHECKING
 
 from serving import limits
-from serving.redis_state import RedisUserState
-from serving.user_state import (Bounds, EmbeddedUserState, Profiles, UserStateStore,
-                                recent_events)
+
+if TYPE_CHECKING:
+  from serving.user_state import Bounds, UserStateStore
 
 EMBEDDED, REDIS = "embedded", "redis"
+
+
+def _bounds(*sizes: int) -> Bounds:
+  """`Bounds(*sizes)`, whose module loads on the first call."""
+  from serving.user_state import Bounds
+  return Bounds(*sizes)
 
 
 @dataclasses.dataclass(frozen=True)
 class UserStateConfig:
   store: str = EMBEDDED
-  bounds: Bounds = Bounds()
+  bounds: Bounds = dataclasses.field(default_factory=_bounds)
   demote_after: int = limits.DEMOTE_AFTER_IMPRESSIONS  # the cascade's rule; 0: never
   max_users: int = limits.EMBEDDED_MAX_USERS  # embedded only
   redis_url: str = limits.REDIS_URL
@@ -26,13 +36,15 @@ class UserStateConfig:
 
   @classmethod
   def from_flags(cls, args: argparse.Namespace) -> "UserStateConfig":
-    return cls(args.user_store, Bounds(args.user_history_items, args.user_impressions),
+    return cls(args.user_store, _bounds(args.user_history_items, args.user_impressions),
                args.demote_after_impressions, args.embedded_max_users, args.redis_url,
                args.redis_ttl_s, args.redis_timeout_s, args.redis_retry_s)
 
   def open(self, data_root: str) -> UserStateStore:
     """The store, filled from the data root (read after the feedback log's start-up recovery,
     so every acknowledged row is in it)."""
+    from serving.redis_state import RedisUserState
+    from serving.user_state import EmbeddedUserState, Profiles, recent_events
     profiles = Profiles(data_root)
     if self.store == EMBEDDED:
       return EmbeddedUserState(data_root, profiles, self.bounds, self.max_users)

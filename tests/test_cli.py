@@ -13,7 +13,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # `python -m` commands the README and the module docstrings document.
 COMMANDS = ["pipeline.runners.local_runner", "pipeline.runners.cycle",
             "kubeflow.kubeflow_v2_runner", "pipeline.push_model", "pipeline.ab_report",
-            "pipeline.data.movielens", "pipeline.data.synthetic_shop", "serving.models_config"]
+            "pipeline.data.movielens", "pipeline.data.synthetic_shop", "serving.models_config",
+            "serving.serve", "serving.model_server", "benchmarks.bandit_ope",
+            "benchmarks.bandit_regret"]
 SCRIPTS = ["scripts/run_pipeline.sh"]
 NOISE = re.compile(r"cuFFT|cuDNN|cuBLAS|Gym|FutureWarning|deprecat", re.IGNORECASE)
 # Runs the command's module as `python -m` does, with `--help`, and reports which of the flags

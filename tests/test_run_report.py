@@ -36,7 +36,9 @@ def test_last_line_names_every_pushed_model_and_version():
                                  "blessed": True,
                                  "pushed_to": "/out/serving/ranker/1700000005"}})
   summary["cached_components"] = [pipeline_def.RANKER_STAGE.pusher_id]
+  summary["page"] = "/out/runs/20261202T120000/index.html"
   text = report(summary, STAGES)
+  assert text.splitlines()[-3] == f"run page (opens offline): {summary['page']}"
   assert text.splitlines()[-2] == summary["summary_path"]
   assert text.splitlines()[-1] == (
       "pushed retrieval version 1700000000 to /out/serving/retrieval, ranker version "
