@@ -151,11 +151,18 @@ def ranking_components(stage: RankingStage, config: PipelineConfig, validation_g
       held_out_folds=",".join(map(str, folds)),
       candidates_per_source=stage.candidates_per_source,
       validation_share=stage.validation_share, gate_share=stage.gate_share, seed=stage.seed)
+  base_nodes: List[BaseNode] = []
+  if config.warm_start:
+    base_nodes = [latest_blessed_before_examples(
+        RANKER_STAGE.trainer_id, RANKER_STAGE.evaluator_id, RANKER_STAGE.blessing_key,
+        examples.producer_component_id, "warm_start_ranker_resolver", portable)]
   ranker = RankerTrainer(
       candidate_lists=miner.outputs["candidate_lists"], retrieval_model=trainer.outputs["model"],
       item_to_item_model=item_to_item.outputs["model"],
       settings=json.dumps(stage.training, sort_keys=True),
-      candidates_per_source=stage.candidates_per_source).with_id(RANKER_STAGE.trainer_id)
+      candidates_per_source=stage.candidates_per_source,
+      base_model=base_nodes[0].outputs["model"] if base_nodes else None,
+  ).with_id(RANKER_STAGE.trainer_id)
   ranker_blessed = _latest_blessed(RANKER_STAGE, ranker, portable)
   evaluator = RankerEvaluator(
       candidate_lists=miner.outputs["candidate_lists"],
@@ -164,7 +171,7 @@ def ranking_components(stage: RankingStage, config: PipelineConfig, validation_g
       gate_metrics=stage.gate_metrics, tolerance=stage.regression_tolerance,
   ).with_id(RANKER_STAGE.evaluator_id)
   return [
-      fold_trainer, item_to_item, miner, ranker, ranker_blessed, evaluator,
+      fold_trainer, item_to_item, miner, *base_nodes, ranker, ranker_blessed, evaluator,
       serving_root_pusher(item_to_item.outputs["model"],
                           evaluator.outputs[ranker_evaluator.ITEM_TO_ITEM_BLESSING],
                           config.serving_root, ITEM_TO_ITEM),

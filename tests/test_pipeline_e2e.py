@@ -15,9 +15,11 @@ from pipeline.data import contract, parsing
 from pipeline.runners import local_runner
 from serving.models_config import (ITEM_TO_ITEM, POPULARITY, RANKER, RETRIEVAL,
                                    read_models_config)
-from tests.conftest import pipeline_config
+from tests.conftest import RANKER_SETTINGS, pipeline_config
 from tests.saved_model_ops import graph_ops
+from trainer.ranker.trainer import TRAINING_RECORD
 from trainer.retrieval import signature
+from trainer.retrieval.trainer import TRAINING_REPORT
 
 def test_cli_run_succeeds_and_ends_with_the_summary_path_and_what_was_pushed(first_run):
   _, code, lines, summary = first_run
@@ -169,6 +171,12 @@ def test_new_data_trains_and_pushes_a_new_version(first_run, slice_root, tmp_pat
   versions = [name for name in os.listdir(os.path.join(config.serving_root, RETRIEVAL))
               if name.isdigit()]
   assert len(versions) == 2
+  # Both trainers started from the first run's blessed models.
+  with open(os.path.join(summary["model"], TRAINING_REPORT)) as f:
+    assert json.load(f)["warm_start"]["warm"] is True
+  with open(os.path.join(summary[RANKER]["model"], TRAINING_RECORD)) as f:
+    assert json.load(f)["warm_start"] == {"warm": True, "base": first[RANKER]["model"],
+                                          "members": len(RANKER_SETTINGS["scorers"])}
 
 
 def _corrupt_ratings(data_root):

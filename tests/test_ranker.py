@@ -1,7 +1,9 @@
 """The recommendation ranking stage: metrics, losses and the fold filter by hand; then, on the
 session's pipeline run over the MovieLens slice, the mined lists (no leakage, labels), the
 pushed ranker's features against its sources, and the cascade serving it."""
+import dataclasses
 import glob
+import json
 import math
 import os
 import shutil
@@ -19,12 +21,13 @@ from serving.models_config import ITEM_TO_ITEM, RANKER, RETRIEVAL, read_models_c
 from serving.protos import recommender_pb2 as pb
 from serving.protos import recommender_pb2_grpc
 from serving.serve import LocalStack
-from tests.conftest import RANKER_FOLDS
+from tests.conftest import RANKER_FOLDS, RANKER_SETTINGS
 from trainer.ranker import lists as L
 from trainer.ranker.signature import request_inputs, training_request, union
 from trainer.ranker.metrics import hit_metrics, user_metrics
-from trainer.ranker.model import LISTWISE, POINTWISE, loss, standardised_per_list
-from trainer.ranker.trainer import RankerSettings
+from trainer.ranker import warm_start
+from trainer.ranker.model import LISTWISE, POINTWISE, loss, moments, standardised_per_list
+from trainer.ranker.trainer import TRAINING_RECORD, RankerSettings, list_batches, train_scorer
 from trainer.retrieval import signature
 from trainer.retrieval.trainer import without_fold
 from transform import features as F
@@ -194,3 +197,39 @@ def test_the_cascade_serves_the_union_in_the_rankers_order(first_run, slice_root
     assert cold.cold_start and list(cold.stages)[:3] == [RETRIEVAL, "popularity", RANKER]
   finally:
     stack.stop()
+
+
+def test_a_warm_ranker_starts_where_the_blessed_one_ended(first_run):
+  """The first run trained cold and saved its scorers; started from them on the same lists,
+  each scorer's epoch 0 is the blessed run's best validation epoch, and a scorer built
+  differently trains cold with the reason named."""
+  config, _, _, summary = first_run
+  model_dir = summary[RANKER]["model"]
+  with tf.io.gfile.GFile(os.path.join(model_dir, TRAINING_RECORD)) as f:
+    record = json.load(f)
+  assert record["warm_start"] == {"warm": False, "reason": "no blessed ranker to start from"}
+  settings = RankerSettings.from_config(RANKER_SETTINGS)
+  build = warm_start.build_description(record["features"], settings.scorers, settings.width,
+                                       settings.cross_layers)
+  initial, report = warm_start.load(model_dir, build)
+  assert report == {"warm": True, "base": model_dir, "members": len(settings.scorers)}
+  lists_dir = _first_output(config, RankingListMiner.__name__, "candidate_lists")
+  split = lambda name: tf.io.gfile.glob(  # noqa: E731  (as RankerTrainer lists them)
+      os.path.join(lists_dir, f"Split-{name}", "*"))
+  n_features = len(record["features"])
+  train = list_batches(split(L.TRAIN), n_features, settings, settings.seed)
+  validation = list_batches(split(L.VALIDATION), n_features, settings, None)
+  feature_moments = moments(list_batches(split(L.TRAIN), n_features, settings, None))
+  one_epoch = dataclasses.replace(settings, max_epochs=1)
+  for member, kind in enumerate(settings.scorers):
+    _, curve = train_scorer(kind, settings.seed + member, one_epoch, train, validation,
+                            feature_moments, initial[member])
+    best = record["scorers"][member]["best_validation"]
+    assert [entry["epoch"] for entry in curve] == [0, 1]
+    assert curve[0]["validation_loss"] == pytest.approx(best["validation_loss"], rel=1e-5)
+    assert curve[0]["map"] == pytest.approx(best["map"], rel=1e-5)
+  wider = dict(build, width=2 * settings.width, features=build["features"][1:])
+  assert warm_start.load(model_dir, wider)[0] is None
+  reason = warm_start.load(model_dir, wider)[1]["reason"]
+  assert reason.startswith("the scorers changed: width 64 -> 128; features differ (new: [], "
+                           f"gone: [{build['features'][0]!r}]")

@@ -31,8 +31,11 @@ def RankerTrainer(  # pylint: disable=invalid-name
     model: tfx.dsl.components.OutputArtifact[standard_artifacts.Model],
     settings: tfx.dsl.components.Parameter[str],
     candidates_per_source: tfx.dsl.components.Parameter[int],
+    base_model: tfx.dsl.components.InputArtifact[standard_artifacts.Model] = None,
 ) -> None:
-  """`settings`: JSON of RankerSettings fields (defaults in pipeline/config.py RankingStage)."""
+  """`settings`: JSON of RankerSettings fields (defaults in pipeline/config.py RankingStage).
+  `base_model`: the last blessed ranker, whose weights the scorers start from where they fit
+  (trainer/ranker/warm_start.py); absent, they train cold."""
   catalog = ItemCatalog.load(os.path.join(candidate_lists.uri, CATALOG_FILE))
   features = RankingFeatures(
       catalog, tf.saved_model.load(serving_model_dir(retrieval_model)),
@@ -41,4 +44,5 @@ def RankerTrainer(  # pylint: disable=invalid-name
   split = lambda name: tf.io.gfile.glob(  # noqa: E731
       os.path.join(candidate_lists.uri, f"Split-{name}", "*"))
   train_and_export(RankerSettings.from_config(json.loads(settings)), split(L.TRAIN),
-                   split(L.VALIDATION), features, serving_model_dir(model), model.uri)
+                   split(L.VALIDATION), features, serving_model_dir(model), model.uri,
+                   base_model.uri if base_model is not None else None)

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from trainer.ranker import warm_start
 from trainer.ranker.export import RankerModule, export_ranker
 from trainer.ranker.features import RankingFeatures
 from trainer.ranker.lists import FEATURES, MASK, list_dataset
@@ -58,7 +59,7 @@ class RankerSettings:
     return cls(**values)
 
 
-def _batches(files: Sequence[str], n_features: int, settings: RankerSettings,
+def list_batches(files: Sequence[str], n_features: int, settings: RankerSettings,
              shuffle_seed: Optional[int]) -> tf.data.Dataset:
   dataset = list_dataset(files, n_features)
   if shuffle_seed is not None:
@@ -109,10 +110,12 @@ def ensemble_members(best_maps: Sequence[float]) -> List[int]:
 
 
 def train_scorer(kind: str, seed: int, settings: RankerSettings, train: tf.data.Dataset,
-                 validation: tf.data.Dataset, feature_moments: Dict[str, np.ndarray]
+                 validation: tf.data.Dataset, feature_moments: Dict[str, np.ndarray],
+                 initial_weights: Optional[List[np.ndarray]] = None
                  ) -> Tuple[tf.keras.Model, List[Dict[str, float]]]:
   """One scorer, AdamW, early-stopped on the validation loss (the best epoch's weights
-  kept)."""
+  kept). Started from `initial_weights` (a warm start), those weights are epoch 0 of the
+  curve and are kept when no epoch beats them."""
   tf.keras.utils.set_random_seed(seed)
   scorer = build_scorer(kind, feature_moments["mean"], feature_moments["std"], settings.width,
                         settings.cross_layers, settings.dropout)
@@ -133,11 +136,15 @@ def train_scorer(kind: str, seed: int, settings: RankerSettings, train: tf.data.
 
   curve: List[Dict[str, float]] = []
   best, best_weights, waited = np.inf, scorer.get_weights(), 0
+  if initial_weights is not None:
+    scorer.set_weights(initial_weights)
+    curve.append(dict(validation_metrics(scorer, settings.loss, validation), epoch=0))
+    best, best_weights = curve[0][MONITOR], scorer.get_weights()
   for epoch in range(settings.max_epochs):
     losses = [float(step(inputs[FEATURES], inputs[MASK], labels))
               for inputs, labels, _ in train]
     metrics = dict(validation_metrics(scorer, settings.loss, validation),
-                   loss=float(np.mean(losses)))
+                   loss=float(np.mean(losses)), epoch=epoch + 1)
     curve.append(metrics)
     logging.info("ranker %s seed %d epoch %d: %s", kind, seed, epoch + 1, metrics)
     if metrics[MONITOR] < best:
@@ -152,18 +159,25 @@ def train_scorer(kind: str, seed: int, settings: RankerSettings, train: tf.data.
 
 def train_and_export(settings: RankerSettings, train_files: Sequence[str],
                      validation_files: Sequence[str], features: RankingFeatures,
-                     export_dir: str, record_dir: str) -> Dict[str, Any]:
-  """Trains every scorer of the ensemble, exports the ranker with the given features (the
-  sources fit on the whole training split) and writes the training record."""
+                     export_dir: str, record_dir: str, base_dir: Optional[str] = None
+                     ) -> Dict[str, Any]:
+  """Trains every scorer of the ensemble (from the base ranker's weights at `base_dir` where
+  they fit, trainer/ranker/warm_start.py), exports the ranker with the given features (the
+  sources fit on the whole training split) and writes the training record and the next run's
+  warm-start state into `record_dir`."""
   n_features = len(features.names)
   started = time.time()
-  train = _batches(train_files, n_features, settings, settings.seed)
-  validation = _batches(validation_files, n_features, settings, None)
-  feature_moments = moments(_batches(train_files, n_features, settings, None))
+  build = warm_start.build_description(features.names, settings.scorers, settings.width,
+                                       settings.cross_layers)
+  initial, warm_report = warm_start.load(base_dir, build)
+  logging.info("ranker warm start: %s", warm_report)
+  train = list_batches(train_files, n_features, settings, settings.seed)
+  validation = list_batches(validation_files, n_features, settings, None)
+  feature_moments = moments(list_batches(train_files, n_features, settings, None))
   scorers, curves = [], []
   for member, kind in enumerate(settings.scorers):
     scorer, curve = train_scorer(kind, settings.seed + member, settings, train, validation,
-                                 feature_moments)
+                                 feature_moments, initial[member] if initial else None)
     scorers.append(scorer)
     curves.append({"scorer": kind, "seed": settings.seed + member, "epochs": curve,
                    "best_validation": min(curve, key=lambda m: m[MONITOR])})
@@ -171,11 +185,12 @@ def train_and_export(settings: RankerSettings, train_files: Sequence[str],
   ensemble = [scorers[m] for m in members]
   module = RankerModule(features, ensemble)
   export_ranker(module, export_dir)
+  tf.io.gfile.makedirs(record_dir)
+  warm_start.save(scorers, build, record_dir)
   record = {"settings": dataclasses.asdict(settings), "features": features.names,
-            "scorers": curves, "ensemble_members": members,
+            "warm_start": warm_report, "scorers": curves, "ensemble_members": members,
             "ensemble_validation": list_metrics(ensemble, validation),
             "seconds": round(time.time() - started, 1)}
-  tf.io.gfile.makedirs(record_dir)
   with tf.io.gfile.GFile(os.path.join(record_dir, TRAINING_RECORD), "w") as f:
     json.dump(record, f, indent=2)
   return record
