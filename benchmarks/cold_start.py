@@ -61,6 +61,43 @@ import tempfile
 import time
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
+# --dataset's choices: what the JSON names the dataset, and the variants run on it.
+DATASETS = {
+    "movielens": {"name": "MovieLens-100K", "variants": ("id", "text")},
+    "shop": {"name": "SYNTHETIC (simulated users, real Fashion-MNIST images)",
+             "variants": ("id", "text", "text+image")},
+}
+
+
+def parse_args(argv: List[str]) -> argparse.Namespace:
+  """Above the imports of TensorFlow, the pipeline and the serving stack, so that --help and a
+  bad flag answer at once."""
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--dataset", choices=sorted(DATASETS), required=True,
+                      help="; ".join(f"{name}: {d['name']}, variants {', '.join(d['variants'])}"
+                                     for name, d in sorted(DATASETS.items())))
+  parser.add_argument("--seeds", default="42,7",
+                      help="comma-separated training seeds, one pipeline run per variant each "
+                           "(default %(default)s)")
+  parser.add_argument("--cold_share", type=float, default=0.2,
+                      help="share of the items with interactions held out of training entirely "
+                           "(default %(default)s)")
+  parser.add_argument("--output_root", default=None,
+                      help="the dataset (written once per folder), the training data root, the "
+                           "runs and the serve logs go here (default: a new temporary folder)")
+  parser.add_argument("--shop_items", type=int, default=2000,
+                      help="items of the synthetic shop, with --dataset shop (default "
+                           "%(default)s)")
+  parser.add_argument("--shop_users", type=int, default=1000,
+                      help="users of the synthetic shop, with --dataset shop (default "
+                           "%(default)s)")
+  return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+  parse_args(sys.argv[1:])
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import numpy as np  # noqa: E402
@@ -93,11 +130,6 @@ COLD_SEED = 0
 # Variant -> the content modalities its item tower reads (none: content off).
 MODALITIES: Dict[str, Tuple[str, ...]] = {"id": (), "text": ("text",),
                                           "text+image": ("text", "image")}
-DATASETS = {
-    "movielens": {"name": "MovieLens-100K", "variants": ("id", "text")},
-    "shop": {"name": "SYNTHETIC (simulated users, real Fashion-MNIST images)",
-             "variants": ("id", "text", "text+image")},
-}
 # What of the shop's data root, besides its tables, the pipeline may read.
 SHOP_EXTRAS = ("images", "SYNTHETIC_README.txt")
 BATCH = 64  # users or items per Predict call
@@ -450,16 +482,7 @@ def human_tables(result: Mapping[str, object]) -> str:
 
 
 def main(argv: List[str]) -> int:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--dataset", choices=sorted(DATASETS), required=True)
-  parser.add_argument("--seeds", default="42,7", help="training seeds, one run each")
-  parser.add_argument("--cold_share", type=float, default=0.2,
-                      help="share of the items held out of training entirely")
-  parser.add_argument("--output_root", default=None)
-  parser.add_argument("--shop_items", type=int, default=2000)
-  parser.add_argument("--shop_users", type=int, default=1000)
-  args = parser.parse_args(argv)
+  args = parse_args(argv)
   started = time.time()
   work = args.output_root or tempfile.mkdtemp(prefix="cold_start_")
   full_root = full_data_root(args.dataset, work, args.shop_items, args.shop_users)

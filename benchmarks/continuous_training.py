@@ -39,6 +39,25 @@ METRICS = ("recall@10", "recall@100", "ndcg@10")
 CURVE_METRIC = "val_sampled_top_10_hit_rate"
 
 
+def parse_args(argv: List[str]) -> argparse.Namespace:
+  """The pipeline (TensorFlow, TFX) is imported inside main and cycle_record, after this, so
+  that --help and a bad flag answer at once."""
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--days", type=int, default=7,
+                      help="cycles: one per arriving day, the last DAYS days of the data "
+                           "(default %(default)s)")
+  parser.add_argument("--max_users", type=int, default=None,
+                      help="only the first N MovieLens users (a smaller, faster week; default: "
+                           "all)")
+  parser.add_argument("--epochs", type=int, default=None,
+                      help="retrieval epochs (default: the trainer's)")
+  parser.add_argument("--output_root", default=os.path.join("outputs", "continuous_training"),
+                      help="data roots, pipeline outputs and the JSON go here, emptied first "
+                           "(default %(default)s)")
+  return parser.parse_args(argv)
+
+
 def _overall(evaluation: Dict[str, Any], model: str) -> Dict[str, float]:
   values = evaluation.get("metrics", {}).get(model, {}).get("overall", {})
   return {name: round(values[name], 4) for name in METRICS if name in values}
@@ -110,16 +129,7 @@ def table(days: List[Dict[str, Any]]) -> str:
 
 
 def main(argv: List[str]) -> int:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--days", type=int, default=7, help="cycles: one per arriving day")
-  parser.add_argument("--max_users", type=int, default=None,
-                      help="only the first N MovieLens users (a smaller, faster week)")
-  parser.add_argument("--epochs", type=int, default=None,
-                      help="retrieval epochs (default: the trainer's)")
-  parser.add_argument("--output_root", default=os.path.join("outputs", "continuous_training"),
-                      help="data roots, pipeline outputs and the JSON go here (emptied first)")
-  args = parser.parse_args(argv)
+  args = parse_args(argv)
 
   from pipeline.data import contract, span_split, spans
   from pipeline.data.movielens import convert_movielens_100k

@@ -20,6 +20,29 @@ import sys
 import tempfile
 from typing import Dict, List
 
+# The variants trained beside the pipeline's model: CrossEncoderSettings overrides.
+VARIANTS = {"listwise": {"loss": "listwise"},
+            "lora": {"lora_rank": 8, "learning_rate": 5e-4},
+            "bfloat16": {"precision": "bfloat16"}}
+
+
+def parse_args(argv: List[str]) -> argparse.Namespace:
+  """Above the imports of TensorFlow, the pipeline and the cross-encoder trainer, so that
+  --help and a bad flag answer at once."""
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--output_root", default=None,
+                      help="the converted MovieLens-100K (converted once per folder) and the "
+                           "pipeline's outputs go here (default: a new temporary folder)")
+  parser.add_argument("--variants", default=",".join(VARIANTS),
+                      help="comma-separated variants trained on the mined groups beside the "
+                           "pipeline's model (empty: none; default %(default)s)")
+  return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+  parse_args(sys.argv[1:])
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import tensorflow as tf  # noqa: E402
@@ -35,10 +58,6 @@ from trainer.cross_encoder import groups as E  # noqa: E402
 from trainer.cross_encoder.metrics import mean_metrics  # noqa: E402
 from trainer.cross_encoder.trainer import (TRAINING_RECORD, CrossEncoderSettings,  # noqa: E402
                                            train)
-
-VARIANTS = {"listwise": {"loss": "listwise"},
-            "lora": {"lora_rank": 8, "learning_rate": 5e-4},
-            "bfloat16": {"precision": "bfloat16"}}
 
 
 def group_evaluation(evaluate, pattern: str) -> Dict[str, Dict[str, Dict[str, float]]]:
@@ -74,11 +93,7 @@ def rounded(metrics: Dict[str, float]) -> Dict[str, float]:
 
 
 def main(argv: List[str]) -> int:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--output_root", default=None)
-  parser.add_argument("--variants", default=",".join(VARIANTS))
-  args = parser.parse_args(argv)
+  args = parse_args(argv)
   work = args.output_root or tempfile.mkdtemp(prefix="cross_encoder_quality_")
   data_root = os.path.join(work, "movielens-100k")
   if not tf.io.gfile.exists(os.path.join(data_root, contract.INTERACTIONS)):

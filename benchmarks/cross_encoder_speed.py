@@ -19,6 +19,24 @@ import tempfile
 import time
 from typing import Dict, List
 
+
+def parse_args(argv: List[str]) -> argparse.Namespace:
+  """Above the imports of TensorFlow and the cross-encoder trainer, so that --help and a bad
+  flag answer at once."""
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--steps", type=int, default=8,
+                      help="timed training steps per sequence length and precision, after two "
+                           "untimed ones that trace the step (default %(default)s)")
+  parser.add_argument("--repeats", type=int, default=20,
+                      help="timed re-ranking calls per candidate count, after three untimed "
+                           "ones (default %(default)s)")
+  return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+  parse_args(sys.argv[1:])
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import numpy as np  # noqa: E402
@@ -99,11 +117,7 @@ def rerank_latency(export_dir: str, candidates: List[int], repeats: int) -> Dict
 
 
 def main(argv: List[str]) -> int:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--steps", type=int, default=8, help="timed training steps per setting")
-  parser.add_argument("--repeats", type=int, default=20, help="timed calls per candidate count")
-  args = parser.parse_args(argv)
+  args = parse_args(argv)
   config = BertConfig.read(minilm_dir())
   rates = {name: matmul_rate(dtype) for name, dtype in DTYPES.items()}
   throughput = {}

@@ -19,16 +19,31 @@ import tempfile
 import time
 from typing import Callable, Dict, List
 
-import numpy as np
-import skimage
-import tensorflow as tf
-import tensorflow_text  # noqa: F401  (registers the TF Text ops the text SavedModel uses)
 
-from trainer.cross_encoder.texts import item_text
-from trainer.encoders.efficientnet_checkpoint import load_image_encoder
-from trainer.encoders.export import (EMBEDDING, IMAGE_INPUT, TEXT_INPUT, export_image_encoder,
-                                     export_sentence_encoder)
-from trainer.encoders.sentence_encoder import load_sentence_encoder
+def parse_args(argv: List[str]) -> argparse.Namespace:
+  """Above the imports of TensorFlow, TF Text and the encoders, so that --help and a bad flag
+  answer at once."""
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--repeats", type=int, default=10,
+                      help="timed calls per encoder and batch size, after two untimed ones; "
+                           "the median is reported (default %(default)s)")
+  return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+  parse_args(sys.argv[1:])
+
+import numpy as np  # noqa: E402
+import skimage  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_text  # noqa: F401,E402  (registers the TF Text ops the text SavedModel uses)
+
+from trainer.cross_encoder.texts import item_text  # noqa: E402
+from trainer.encoders.efficientnet_checkpoint import load_image_encoder  # noqa: E402
+from trainer.encoders.export import (EMBEDDING, IMAGE_INPUT, TEXT_INPUT,  # noqa: E402
+                                     export_image_encoder, export_sentence_encoder)
+from trainer.encoders.sentence_encoder import load_sentence_encoder  # noqa: E402
 
 BATCH_SIZES = (1, 32)
 PHOTOS = ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg", "motorcycle_left.png")
@@ -72,10 +87,7 @@ def measure(export_dir: str, input_name: str, inputs: Callable[[int], list], rep
 
 
 def main(argv: List[str]) -> int:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--repeats", type=int, default=10, help="timed calls per batch size")
-  args = parser.parse_args(argv)
+  args = parse_args(argv)
   with tempfile.TemporaryDirectory() as root:
     text_dir, image_dir = os.path.join(root, "text"), os.path.join(root, "image")
     export_sentence_encoder(load_sentence_encoder(), text_dir)

@@ -32,6 +32,28 @@ import tempfile
 import time
 from typing import Dict, List, Mapping, Sequence, Tuple
 
+
+def parse_args(argv: List[str]) -> argparse.Namespace:
+  """Above the imports of TensorFlow, the pipeline and the serving stack, so that --help and a
+  bad flag answer at once."""
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--output_root", default=None,
+                      help="the converted MovieLens-100K (converted once per folder), the "
+                           "training data root and each seed's run go here (default: a new "
+                           "temporary folder)")
+  parser.add_argument("--seeds", default="42,7,123",
+                      help="comma-separated training seeds, one pipeline run each (default "
+                           "%(default)s)")
+  parser.add_argument("--demo", action="store_true",
+                      help="the MovieLens demo's stages (the bandit on; default: the "
+                           "pipeline's defaults)")
+  return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+  parse_args(sys.argv[1:])
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import grpc  # noqa: E402
@@ -164,13 +186,7 @@ def pipeline_config(data_root: str, output_root: str, seed: int, demo: bool) -> 
 
 
 def main(argv: List[str]) -> int:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--output_root", default=None)
-  parser.add_argument("--seeds", default="42,7,123", help="training seeds, one run each")
-  parser.add_argument("--demo", action="store_true",
-                      help="the MovieLens demo's stages (the bandit on)")
-  args = parser.parse_args(argv)
+  args = parse_args(argv)
   work = args.output_root or tempfile.mkdtemp(prefix="movielens_protocol_")
   full_root = os.path.join(work, "movielens-100k")
   if not tf.io.gfile.exists(os.path.join(full_root, contract.INTERACTIONS)):

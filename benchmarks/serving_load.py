@@ -19,6 +19,35 @@ import threading
 import time
 from typing import Callable, Dict, List
 
+from pipeline.config import REPO_ROOT
+
+
+def parse_args(argv: List[str]) -> argparse.Namespace:
+  """Above the imports of TensorFlow, gRPC and the serving stack, so that --help and a bad flag
+  answer at once."""
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--output_root", default=os.path.join(REPO_ROOT, "outputs"),
+                      help="a pipeline run's output root: its serving/ is served (default "
+                           "%(default)s)")
+  parser.add_argument("--data_root", default=None,
+                      help="the raw data root the cascade serves; the impressions are logged "
+                           "under its interactions/ (default: OUTPUT_ROOT/data/movielens-100k)")
+  parser.add_argument("--seconds", type=float, default=8.0,
+                      help="time budget of each load run: one per concurrency level, for the "
+                           "cascade and for the model server with and without batching "
+                           "(default %(default)s)")
+  parser.add_argument("--max_requests", type=int, default=2000,
+                      help="request budget of each load run (default %(default)s)")
+  parser.add_argument("--concurrency", default="1,4,16",
+                      help="comma-separated client thread counts, one load run each (default "
+                           "%(default)s)")
+  return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+  parse_args(sys.argv[1:])
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import grpc  # noqa: E402
@@ -26,7 +55,6 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
-from pipeline.config import REPO_ROOT  # noqa: E402
 from serving.batching import BatchingParameters  # noqa: E402
 from serving.model_server import ModelServer  # noqa: E402
 from serving.protos import recommender_pb2 as pb  # noqa: E402
@@ -85,14 +113,7 @@ def _predict_request(user: int) -> predict_pb2.PredictRequest:
 
 
 def main(argv: List[str]) -> int:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--output_root", default=os.path.join(REPO_ROOT, "outputs"))
-  parser.add_argument("--data_root", default=None)
-  parser.add_argument("--seconds", type=float, default=8.0)
-  parser.add_argument("--max_requests", type=int, default=2000)
-  parser.add_argument("--concurrency", default="1,4,16")
-  args = parser.parse_args(argv)
+  args = parse_args(argv)
   serving_root = os.path.join(args.output_root, "serving")
   data_root = args.data_root or os.path.join(args.output_root, "data", "movielens-100k")
   levels = [int(c) for c in args.concurrency.split(",")]

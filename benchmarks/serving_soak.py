@@ -28,22 +28,62 @@ import threading
 import time
 from typing import Dict, List, Optional
 
-import grpc
-import numpy as np
-from google.protobuf import json_format
-from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
-
-from benchmarks.serve_process import ServeProcess
-from benchmarks.serving_requests import (HTTP_PATHS, MODEL_SERVER_CASES, Shown, body_case,
-                                         cascade_case)
 from pipeline.config import REPO_ROOT
-from serving.context_store import Catalog
-from serving.http_gateway import HTTP_STATUS
-from serving.protos import recommender_pb2 as pb
-from serving.protos import recommender_pb2_grpc
 
 MAX_SECONDS = 24 * 3600.0
 MAX_REQUESTS = 10_000_000
+
+
+def parse_args(argv: List[str]) -> argparse.Namespace:
+  """Above the imports of gRPC, TF Serving's APIs and the bad requests (TensorFlow), so that
+  --help and a bad flag answer at once."""
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--output_root", default=os.path.join(REPO_ROOT, "outputs"),
+                      help="a pipeline run's output root: its serving/ is served (default "
+                           "%(default)s)")
+  parser.add_argument("--data_root", default=None,
+                      help="the raw data root served, through a temporary copy that gets the "
+                           "soak's feedback (default: OUTPUT_ROOT/data/movielens-100k)")
+  parser.add_argument("--seconds", type=float, default=300.0,
+                      help=f"seconds the clients run, at most (up to {MAX_SECONDS:.0f}; "
+                           "default %(default)s)")
+  parser.add_argument("--max_requests", type=int, default=200_000,
+                      help="requests of all clients together, at most (up to "
+                           f"{MAX_REQUESTS}; default %(default)s)")
+  parser.add_argument("--clients", type=int, default=8,
+                      help="client threads sending good and bad requests (default %(default)s)")
+  parser.add_argument("--slow_clients", type=int, default=100,
+                      help="sockets trickling partial request heads (default %(default)s)")
+  parser.add_argument("--bad_fraction", type=float, default=0.3,
+                      help="probability that a client's next request is a bad one, whose "
+                           "refusal is checked (default %(default)s)")
+  parser.add_argument("--seed", type=int, default=9,
+                      help="seed of the traffic: client i draws from SEED + i (default "
+                           "%(default)s)")
+  args = parser.parse_args(argv)
+  if not 0 < args.seconds <= MAX_SECONDS or not 0 < args.max_requests <= MAX_REQUESTS:
+    parser.error(f"--seconds must be in (0, {MAX_SECONDS:.0f}], --max_requests in "
+                 f"(0, {MAX_REQUESTS}]")
+  return args
+
+
+if __name__ == "__main__":
+  parse_args(sys.argv[1:])
+
+import grpc  # noqa: E402
+import numpy as np  # noqa: E402
+from google.protobuf import json_format  # noqa: E402
+from tensorflow_serving.apis import (model_service_pb2_grpc,  # noqa: E402
+                                     prediction_service_pb2_grpc)
+
+from benchmarks.serve_process import ServeProcess  # noqa: E402
+from benchmarks.serving_requests import (HTTP_PATHS, MODEL_SERVER_CASES, Shown,  # noqa: E402
+                                         body_case, cascade_case)
+from serving.context_store import Catalog  # noqa: E402
+from serving.http_gateway import HTTP_STATUS  # noqa: E402
+from serving.protos import recommender_pb2 as pb  # noqa: E402
+from serving.protos import recommender_pb2_grpc  # noqa: E402
 
 
 class Tally:
@@ -189,20 +229,7 @@ def slow_clients(port: int, count: int, stop_at: float, cut: List[int]) -> None:
 
 
 def main(argv: List[str]) -> int:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--output_root", default=os.path.join(REPO_ROOT, "outputs"))
-  parser.add_argument("--data_root", default=None)
-  parser.add_argument("--seconds", type=float, default=300.0)
-  parser.add_argument("--max_requests", type=int, default=200_000)
-  parser.add_argument("--clients", type=int, default=8)
-  parser.add_argument("--slow_clients", type=int, default=100)
-  parser.add_argument("--bad_fraction", type=float, default=0.3)
-  parser.add_argument("--seed", type=int, default=9)
-  args = parser.parse_args(argv)
-  if not 0 < args.seconds <= MAX_SECONDS or not 0 < args.max_requests <= MAX_REQUESTS:
-    parser.error(f"--seconds must be in (0, {MAX_SECONDS:.0f}], --max_requests in "
-                 f"(0, {MAX_REQUESTS}]")
+  args = parse_args(argv)
   data_root = args.data_root or os.path.join(args.output_root, "data", "movielens-100k")
   with tempfile.TemporaryDirectory() as work:
     copy = os.path.join(work, "data")

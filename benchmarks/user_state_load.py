@@ -22,13 +22,42 @@ import sys
 import tempfile
 from typing import Dict, List
 
+from pipeline.config import REPO_ROOT
+
+
+def parse_args(argv: List[str]) -> argparse.Namespace:
+  """Above the imports of TensorFlow, gRPC and the serving stack, so that --help and a bad flag
+  answer at once."""
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--serving_root", default=os.path.join(REPO_ROOT, "outputs", "serving"),
+                      help="the pushed models and their models.config, served by one model "
+                           "server for both stores (default %(default)s)")
+  parser.add_argument("--data_root",
+                      default=os.path.join(REPO_ROOT, "outputs", "data", "movielens-100k"),
+                      help="the raw data root, copied once per store; the feedback goes to the "
+                           "copies (default %(default)s)")
+  parser.add_argument("--seconds", type=float, default=8.0,
+                      help="time budget of each load run: one per store, concurrency level and "
+                           "part (Recommend, store call) (default %(default)s)")
+  parser.add_argument("--max_requests", type=int, default=2000,
+                      help="calls (Recommend requests or store calls) of each load run, at "
+                           "most (default %(default)s)")
+  parser.add_argument("--concurrency", default="1,4,16",
+                      help="comma-separated client thread counts, one load run each (default "
+                           "%(default)s)")
+  return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+  parse_args(sys.argv[1:])
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import grpc  # noqa: E402
 
 from benchmarks.redis_process import RedisProcess  # noqa: E402
 from benchmarks.serving_load import load  # noqa: E402
-from pipeline.config import REPO_ROOT  # noqa: E402
 from serving.bind import grpc_address  # noqa: E402
 from serving.model_server import ModelServer  # noqa: E402
 from serving.models_config import models_config_path  # noqa: E402
@@ -75,15 +104,7 @@ def _ratios(redis: List[Dict[str, float]], embedded: List[Dict[str, float]]
 
 
 def main(argv: List[str]) -> int:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--serving_root", default=os.path.join(REPO_ROOT, "outputs", "serving"))
-  parser.add_argument("--data_root",
-                      default=os.path.join(REPO_ROOT, "outputs", "data", "movielens-100k"))
-  parser.add_argument("--seconds", type=float, default=8.0)
-  parser.add_argument("--max_requests", type=int, default=2000)
-  parser.add_argument("--concurrency", default="1,4,16")
-  args = parser.parse_args(argv)
+  args = parse_args(argv)
   levels = [int(c) for c in args.concurrency.split(",")]
   work = tempfile.mkdtemp(prefix="user-state-bench-")
   users = Profiles(args.data_root).ids()

@@ -19,7 +19,10 @@ import json
 import sys
 from typing import Any, Dict, List, Optional
 
+
 def parse_args(argv: List[str]) -> argparse.Namespace:
+  """The Vertex AI SDK and the pipeline's components (TFX, TensorFlow) are imported inside the
+  functions that need them, after this, so that --help and a bad flag answer at once."""
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--pipeline_file", required=True,
@@ -29,7 +32,8 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
                            'a "TZ=Europe/Berlin " prefix sets the time zone)')
   parser.add_argument("--project", required=True, help="Google Cloud project")
   parser.add_argument("--region", required=True, help="Vertex AI region, e.g. us-central1")
-  parser.add_argument("--display_name", default="recsys-retrain", help="the schedule's name")
+  parser.add_argument("--display_name", default="recsys-retrain",
+                      help="the schedule's name, and its runs' (default %(default)s)")
   parser.add_argument("--span_window", type=int, default=None,
                       help="interaction spans each run reads (0: all; default: as compiled)")
   parser.add_argument("--max_span_age_days", type=float, default=None,

@@ -15,7 +15,11 @@ COMMANDS = ["pipeline.runners.local_runner", "pipeline.runners.cycle",
             "kubeflow.kubeflow_v2_runner", "pipeline.push_model", "pipeline.ab_report",
             "pipeline.data.movielens", "pipeline.data.synthetic_shop", "serving.models_config",
             "serving.serve", "serving.model_server", "benchmarks.bandit_ope",
-            "benchmarks.bandit_regret"]
+            "benchmarks.bandit_regret", "benchmarks.cold_start",
+            "benchmarks.cross_encoder_quality", "benchmarks.cross_encoder_speed",
+            "benchmarks.encoder_speed", "benchmarks.movielens_protocol",
+            "benchmarks.serving_load", "benchmarks.serving_soak", "benchmarks.user_state_load",
+            "benchmarks.continuous_training", "kubeflow.schedule"]
 SCRIPTS = ["scripts/run_pipeline.sh"]
 NOISE = re.compile(r"cuFFT|cuDNN|cuBLAS|Gym|FutureWarning|deprecat", re.IGNORECASE)
 # Runs the command's module as `python -m` does, with `--help`, and reports which of the flags
