@@ -16,6 +16,9 @@ and every positive feedback event, so a click is in the very next request's hist
 user was shown `demote_after` times without a click go after the others. If the state does not
 answer, the request is served from the profile and the request's own history, and the answer
 says so (`degraded: ["user_state"]`).
+An optional stage (ranker, bandit, cross-encoder) that fails or runs past the stage deadline
+is skipped: the answer keeps the previous stage's order, names the stage in `degraded`, and
+`Cascade.skipped` counts it.
 
 Each stage's width comes from what its pushed model declares in its signature (read through
 GetModelMetadata): the sources' depth is their top-K, the re-ranking depth the cross-encoder's
@@ -25,11 +28,13 @@ naming the model and the shapes), never a silent fallback.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
+import threading
 import time
 import uuid
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Counter, Dict, List, Optional, Set, Tuple
 
 import grpc
 import numpy as np
@@ -42,6 +47,7 @@ from serving.experiment import SINGLE_VARIANT, Experiment, Variant
 from serving.feedback_log import FeedbackLog, anonymous, feedback_row, logged_user
 from serving.fresh_items import FreshItems, merge_fresh
 from serving.issued import IssuedRequests
+from serving.item_vectors import ItemVectors
 from serving.model_client import ModelClient, SignatureInfo
 from serving.models_config import (BANDIT, CROSS_ENCODER, ITEM_TO_ITEM, POPULARITY, RANKER,
                                    RETRIEVAL)
@@ -81,6 +87,15 @@ class Candidate:
   fresh_rank: Optional[int] = None
 
 
+@dataclasses.dataclass
+class Served:
+  """What one request's stages did: the model version each that answered ran, and the
+  optional stages that failed or ran past their deadline and were skipped (named in the
+  answer's `degraded`; the answer is the previous stage's order)."""
+  versions: Dict[str, int] = dataclasses.field(default_factory=dict)
+  skipped: List[str] = dataclasses.field(default_factory=list)
+
+
 def demote(candidates: List[Candidate], tired: Set[str]) -> bool:
   """Moves the tired items after the others, each group in its order; True if any moved."""
   ordered = sorted(candidates, key=lambda c: c.item_id in tired)
@@ -106,6 +121,10 @@ class Cascade:
     self._timeout = stage_timeout_s
     self._demote_after = demote_after
     self._issued = issued if issued is not None else IssuedRequests()
+    self._item_vectors = ItemVectors(self._embed_items)
+    # Optional stages skipped since start, by stage (`_skip`).
+    self.skipped: Counter[str] = collections.Counter()
+    self._lock = threading.Lock()
 
   def _declared(self, model: str, signature_name: str, label: str) -> SignatureInfo:
     """The pushed model's signature; FAILED_PRECONDITION if it has none of that name."""
@@ -125,53 +144,80 @@ class Cascade:
                                                 f"needs a fixed size at axis {axis}")
     return shape[axis]
 
+  def _embed_items(self, version: int, item_ids: List[str]) -> np.ndarray:
+    """`item_embeddings` of this retrieval version for these catalog items (`ItemVectors`)."""
+    return self._client.predict(
+        RETRIEVAL, signature.item_inputs([self._catalog.items[item] for item in item_ids]),
+        "item_embeddings", str(version), self._timeout)[signature.EMBEDDING]
+
+  def _skip(self, served: Served, stage: str, error: grpc.RpcError, serving: str) -> None:
+    """Records an optional stage that failed or ran past its deadline: named in the answer,
+    counted in `skipped`, logged."""
+    served.skipped.append(stage)
+    with self._lock:
+      self.skipped[stage] += 1
+      count = self.skipped[stage]
+    log.warning("%s skipped (%s; %d so far), serving %s: %s", stage, error.code().name, count,
+                serving, error.details())
+
   # --- stages --------------------------------------------------------------------------
   def _source(self, model: str, features: Dict[str, object], variant: Variant,
-              versions: Dict[str, int]) -> List[Tuple[str, float]]:
-    """One source's top-K as (item, score), history excluded; UNAVAILABLE if it fails."""
+              served: Served) -> Tuple[List[Tuple[str, float]], Dict[str, np.ndarray]]:
+    """One source's top-K as (item, score), history excluded, and its whole answer;
+    UNAVAILABLE if it fails."""
     try:
       out = self._client.predict(model, signature.query_inputs([features]),
                                  version_label=variant.models.get(model, ""),
                                  timeout_s=self._timeout)
     except grpc.RpcError as error:
       raise CascadeError("UNAVAILABLE", f"{model} model: {error.details()}") from error
-    versions[model] = int(out["__version__"])
+    served.versions[model] = int(out["__version__"])
     ids, scores = out[signature.ITEM_IDS][0], out[signature.SCORES][0]
-    return signature.retrieved(ids, scores, len(ids))
+    return signature.retrieved(ids, scores, len(ids)), out
+
+  def _query(self, features: Dict[str, object], answer: Dict[str, np.ndarray],
+             served: Served) -> np.ndarray:
+    """The query's embedding [1, d] by the retrieval version that answered: from its
+    `serving_default` answer, or, from a model exported before that signature carried it, by a
+    `query_embedding` call to the same version; UNAVAILABLE if that fails."""
+    if signature.EMBEDDING in answer:
+      return answer[signature.EMBEDDING]
+    try:
+      return self._client.predict(RETRIEVAL, signature.query_inputs([features]),
+                                  "query_embedding", str(served.versions[RETRIEVAL]),
+                                  self._timeout)[signature.EMBEDDING]
+    except grpc.RpcError as error:
+      raise CascadeError("UNAVAILABLE", f"{RETRIEVAL} model: {error.details()}") from error
 
   def _retrieve(self, features: Dict[str, object], variant: Variant,
-                versions: Dict[str, int]) -> List[Candidate]:
+                served: Served) -> List[Candidate]:
     return [Candidate(item, score)
-            for item, score in self._source(RETRIEVAL, features, variant, versions)]
+            for item, score in self._source(RETRIEVAL, features, variant, served)[0]]
 
   def _with_fresh(self, features: Dict[str, object], answer: List[Tuple[str, float]],
-                  versions: Dict[str, int]) -> Tuple[List[Tuple[str, float]], List[str]]:
+                  query: np.ndarray, served: Served
+                  ) -> Tuple[List[Tuple[str, float]], List[str]]:
     """The retrieval answer with the fresh items its query puts there, and their ids."""
-    index = self._fresh.index(versions[RETRIEVAL]) if self._fresh is not None else None
+    index = self._fresh.index(served.versions[RETRIEVAL]) if self._fresh is not None else None
     if index is None or not index.item_ids or not answer:
       return answer, []
-    try:
-      query = self._client.predict(RETRIEVAL, signature.query_inputs([features]),
-                                   "query_embedding", str(index.version),
-                                   self._timeout)[signature.EMBEDDING][0]
-    except grpc.RpcError as error:
-      log.warning("fresh items left out: query embedding failed: %s", error.details())
-      return answer, []
-    merged = merge_fresh(answer, index.top(query, features[F.HISTORY], len(answer)))
+    merged = merge_fresh(answer, index.top(query[0], features[F.HISTORY], len(answer)))
     fresh = set(index.item_ids)
     return merged, [item for item, _ in merged if item in fresh]
 
   def _candidates(self, features: Dict[str, object], variant: Variant,
-                  versions: Dict[str, int]) -> Tuple[List[Candidate], List[str]]:
+                  served: Served
+                  ) -> Tuple[List[Candidate], List[str], np.ndarray]:
     """The union of the sources' answers (retrieval with the fresh items it places, and
     item-to-item for a user with a history or popularity for one without, when pushed), with
-    each source's score; and the stages that answered."""
+    each source's score; the stages that answered; and the query's retrieval embedding."""
     extra = ITEM_TO_ITEM if features[F.HISTORY] else POPULARITY
-    retrieved, fresh = self._with_fresh(
-        features, self._source(RETRIEVAL, features, variant, versions), versions)
+    answer, out = self._source(RETRIEVAL, features, variant, served)
+    query = self._query(features, out, served)
+    retrieved, fresh = self._with_fresh(features, answer, query, served)
     answers = {RETRIEVAL: retrieved}
     if self._client.is_available(extra):
-      answers[extra] = self._source(extra, features, variant, versions)
+      answers[extra] = self._source(extra, features, variant, served)[0]
     by_id: Dict[str, Candidate] = {}
     for item in union([[i for i, _ in answer] for answer in answers.values()]):
       by_id[item] = Candidate(item)
@@ -182,23 +228,23 @@ class Cascade:
     for item, score in answers.get(ITEM_TO_ITEM, []):
       by_id[item].item_to_item_score = score
     stages = list(answers) + (["fresh_items"] if fresh else [])
-    return list(by_id.values()), stages
+    return list(by_id.values()), stages, query
 
   def _order(self, features: Dict[str, object], candidates: List[Candidate], variant: Variant,
-             versions: Dict[str, int]) -> bool:
+             served: Served) -> bool:
     """Orders the candidates by the ranker, in one call; False (the sources' order kept) if
     none is pushed or it fails. The ranker also scores every candidate by each source, which
     fills in the scores of the sources that did not return it. Fresh items keep their
     retrieval places among the ranked ones."""
     fresh = [c for c in candidates if c.fresh_rank is not None]
     candidates[:] = [c for c in candidates if c.fresh_rank is None]
-    ranked = self._rank_known(features, candidates, variant, versions)
+    ranked = self._rank_known(features, candidates, variant, served)
     for candidate in sorted(fresh, key=lambda c: c.fresh_rank):
       candidates.insert(min(candidate.fresh_rank, len(candidates)), candidate)
     return ranked
 
   def _rank_known(self, features: Dict[str, object], candidates: List[Candidate],
-                  variant: Variant, versions: Dict[str, int]) -> bool:
+                  variant: Variant, served: Served) -> bool:
     if not candidates or not self._client.is_available(RANKER):
       return False
     inputs = request_inputs([features], [[c.item_id for c in candidates]])
@@ -206,9 +252,9 @@ class Cascade:
       out = self._client.predict(RANKER, inputs, version_label=variant.models.get(RANKER, ""),
                                  timeout_s=self._timeout)
     except grpc.RpcError as error:
-      log.warning("ranker unavailable, serving the sources' order: %s", error.details())
+      self._skip(served, RANKER, error, "the sources' order")
       return False
-    versions[RANKER] = int(out["__version__"])
+    served.versions[RANKER] = int(out["__version__"])
     for row, candidate in enumerate(candidates):
       candidate.ranker_score = float(out[signature.SCORES][0, row])
       candidate.retrieval_score = float(out[f"{RETRIEVAL}_{signature.SCORES}"][0, row])
@@ -217,7 +263,7 @@ class Cascade:
     return True
 
   def _rank(self, query_text: str, candidates: List[Candidate], variant: Variant,
-            versions: Dict[str, int]) -> bool:
+            served: Served) -> bool:
     """Re-scores the first candidates (as many as the cross-encoder's `rerank` signature
     takes) in one call; False if no cross-encoder is pushed or it fails."""
     if not candidates or not self._client.is_available(CROSS_ENCODER):
@@ -233,31 +279,27 @@ class Cascade:
                                  self._timeout)
     except grpc.RpcError as error:
       self._client.forget(CROSS_ENCODER)
-      log.warning("cross-encoder unavailable, serving the retrieval order: %s", error.details())
+      self._skip(served, CROSS_ENCODER, error, "the lexical and retrieval order")
       return False
-    versions[CROSS_ENCODER] = int(out["__version__"])
+    served.versions[CROSS_ENCODER] = int(out["__version__"])
     for candidate, score in zip(head, out["scores"][0]):
       candidate.cross_encoder_score = float(score)
     candidates[:len(head)] = sorted(head, key=lambda c: -c.cross_encoder_score)
     return True
 
-  def _choose(self, features: Dict[str, object], candidates: List[Candidate], variant: Variant,
-              versions: Dict[str, int]) -> Optional[List[Candidate]]:
+  def _choose(self, query: np.ndarray, candidates: List[Candidate],
+              variant: Variant, served: Served) -> Optional[List[Candidate]]:
     """The bandit's slate, with propensities, followed by the rest in ranked order; None if no
-    policy is pushed (or it fails: then the ranked order is served)."""
+    policy is pushed (or it fails: then the ranked order is served). Its arm features are the
+    query's and the items' embeddings by the retrieval version that answered this request."""
     if not candidates or not self._client.is_available(BANDIT):
       return None
     info = self._declared(BANDIT, "serving_default", variant.models.get(BANDIT, ""))
     width = self._width(info, BANDIT, "candidate_ids", 1)
     arm_dim = self._width(info, BANDIT, "arm_features", 2)
     head = candidates[:width]
-    label = variant.models.get(RETRIEVAL, "")
     try:
-      query = self._client.predict(RETRIEVAL, signature.query_inputs([features]),
-                                   "query_embedding", label, self._timeout)[signature.EMBEDDING]
-      items = self._client.predict(
-          RETRIEVAL, signature.item_inputs([self._catalog.items[c.item_id] for c in head]),
-          "item_embeddings", label, self._timeout)[signature.EMBEDDING]
+      items = self._item_vectors.get(served.versions[RETRIEVAL], [c.item_id for c in head])
       scores = np.array([[[c.retrieval_score] for c in head]], np.float32)
       arms = arm_features(items[np.newaxis], query, scores)
       if arms.shape[-1] != arm_dim:
@@ -274,9 +316,9 @@ class Cascade:
           version_label=str(info.version), timeout_s=self._timeout)
     except grpc.RpcError as error:
       self._client.forget(BANDIT)
-      log.warning("bandit policy unavailable, serving the ranked order: %s", error.details())
+      self._skip(served, BANDIT, error, "the ranked order")
       return None
-    versions[BANDIT] = int(out["__version__"])
+    served.versions[BANDIT] = int(out["__version__"])
     by_id = {c.item_id: c for c in candidates}
     chosen = []
     for item, propensity in zip(out["item_ids"][0], out["propensities"][0]):
@@ -287,14 +329,15 @@ class Cascade:
     return chosen + [c for c in candidates if c not in chosen]
 
   def _answer(self, request_id: str, user_id: str, variant: Variant, candidates: List[Candidate],
-              k: int, stages: List[str], versions: Dict[str, int], cold_start: bool,
+              k: int, stages: List[str], served: Served, cold_start: bool,
               state: Optional[UserState]) -> pb.RecommendResponse:
     """The response; the shown items are logged as impressions and, for a named user, kept in
     the user state (`state`: what the answer read of it, None if it read nothing)."""
     response = pb.RecommendResponse(request_id=request_id, variant=variant.name, stages=stages,
                                     cold_start=cold_start)
-    for name, version in versions.items():
+    for name, version in served.versions.items():
       response.model_versions[name] = version
+    response.degraded.extend(served.skipped)
     rows = []
     for position, candidate in enumerate(candidates[:k], start=1):
       response.items.add(item_id=candidate.item_id, title=self._catalog.title(candidate.item_id),
@@ -326,21 +369,21 @@ class Cascade:
     state = self._users.state(user.user_id)
     history = merge_history(user.history, state.history, F.MAX_HISTORY)
     cold_start = not state.known and not history
-    versions: Dict[str, int] = {}
+    served = Served()
     features = user_features(user.user_id, history, state.profile, user.age, user.gender,
                              user.occupation)
-    candidates, stages = self._candidates(features, variant, versions)
-    if self._order(features, candidates, variant, versions):
+    candidates, stages, query = self._candidates(features, variant, served)
+    if self._order(features, candidates, variant, served):
       stages.append(RANKER)
     # Before the bandit, so the slate it chooses (and the propensities it logs) is what is shown.
     if demote(candidates, state.tired(self._demote_after)):
       stages.append(DEMOTED)
-    chosen = self._choose(features, candidates, variant, versions)
+    chosen = self._choose(query, candidates, variant, served)
     if chosen is not None:
       candidates = chosen
       stages.append(BANDIT)
     return self._answer(request_id, user.user_id, variant, candidates, request.k, stages,
-                        versions, cold_start, state)
+                        served, cold_start, state)
 
   def search(self, request: pb.SearchRequest) -> pb.RecommendResponse:
     validate_query(request.query)
@@ -351,7 +394,7 @@ class Cascade:
     request_id = request.request_id or uuid.uuid4().hex
     user_id = request.user.user_id
     variant = self._experiment.route(user_id or request_id)
-    versions: Dict[str, int] = {}
+    served = Served()
     candidates = {item: Candidate(item, lexical_score=score) for item, score in
                   self._catalog.lexical_matches(query, SEARCH_CANDIDATES)}
     stages = ["lexical"]
@@ -360,15 +403,15 @@ class Cascade:
       history = merge_history(request.user.history, state.history, F.MAX_HISTORY)
       features = user_features(user_id, history, state.profile, request.user.age,
                                request.user.gender, request.user.occupation)
-      for retrieved in self._retrieve(features, variant, versions):
+      for retrieved in self._retrieve(features, variant, served):
         candidates.setdefault(retrieved.item_id, retrieved).retrieval_score = (
             retrieved.retrieval_score)
       stages.append(RETRIEVAL)
     ordered = sorted(candidates.values(), key=lambda c: (-c.lexical_score, -c.retrieval_score,
                                                          c.item_id))
-    if self._rank(query, ordered, variant, versions):
+    if self._rank(query, ordered, variant, served):
       stages.append(CROSS_ENCODER)
-    return self._answer(request_id, user_id, variant, ordered, request.k, stages, versions,
+    return self._answer(request_id, user_id, variant, ordered, request.k, stages, served,
                         cold_start=state is not None and not state.known, state=state)
 
   def feedback(self, request: pb.FeedbackRequest) -> pb.FeedbackResponse:

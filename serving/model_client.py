@@ -41,13 +41,16 @@ def _version_spec(spec, version_label: str) -> None:
 class ModelClient:
   """Predict / status / metadata calls against one TF Serving endpoint."""
 
-  def __init__(self, target: str, timeout_s: float = 2.0, metadata_refresh_s: float = 5.0):
+  def __init__(self, target: str, timeout_s: float = 2.0, metadata_refresh_s: float = 5.0,
+               status_refresh_s: float = 1.0):
     self._channel = grpc.insecure_channel(target)
     self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
     self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
     self.timeout_s = timeout_s
     self._refresh_s = metadata_refresh_s
+    self._status_refresh_s = status_refresh_s
     self._signatures: Dict[Tuple[str, str, str], Tuple[float, SignatureInfo]] = {}
+    self._available: Dict[str, Tuple[float, bool]] = {}
     self._lock = threading.Lock()
 
   def predict(self, model: str, inputs: Mapping[str, np.ndarray], signature: str = "",
@@ -66,7 +69,19 @@ class ModelClient:
     return outputs
 
   def is_available(self, model: str) -> bool:
-    """Whether TF Serving has a version of this model AVAILABLE (not configured: False)."""
+    """Whether TF Serving has a version of this model AVAILABLE (not configured: False),
+    asked at most every `status_refresh_s`: the cascade asks for every stage of every request,
+    and a status call costs as much as a small Predict."""
+    with self._lock:
+      cached = self._available.get(model)
+    if cached and time.monotonic() - cached[0] < self._status_refresh_s:
+      return cached[1]
+    available = self._status(model)
+    with self._lock:
+      self._available[model] = (time.monotonic(), available)
+    return available
+
+  def _status(self, model: str) -> bool:
     request = get_model_status_pb2.GetModelStatusRequest()
     request.model_spec.name = model
     try:
@@ -106,8 +121,10 @@ class ModelClient:
     return info
 
   def forget(self, model: str) -> None:
-    """Drops what is cached of a model's signatures (a pinned version went away)."""
+    """Drops what is cached of a model's signatures and status (a pinned version went
+    away)."""
     with self._lock:
+      self._available.pop(model, None)
       for key in [k for k in self._signatures if k[0] == model]:
         del self._signatures[key]
 

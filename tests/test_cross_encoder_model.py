@@ -7,8 +7,9 @@ import tensorflow_text  # noqa: F401  (registers the TF Text ops the SavedModel 
 from tests.saved_model_ops import TF_TEXT_OPS, graph_ops
 from trainer.cross_encoder import groups as E
 from trainer.cross_encoder.export import CrossEncoderModule, export_cross_encoder
-from trainer.cross_encoder.model import (LISTWISE, POINTWISE, build_cross_encoder,
-                                         listwise_softmax_loss, loss_function, pair_preprocessor)
+from trainer.cross_encoder.model import (LENGTH_BUCKET, LISTWISE, POINTWISE, build_cross_encoder,
+                                         listwise_softmax_loss, loss_function, pair_logits,
+                                         pair_preprocessor, tokenize_pairs, trim_padding)
 from trainer.encoders.bert_checkpoint import load_backbone, load_tokenizer, minilm_dir
 
 SEQUENCE_LENGTH = 32
@@ -41,6 +42,22 @@ def test_serving_signature_takes_raw_strings_and_returns_scores(exported):
   assert scores.dtype == tf.float32 and scores.shape == (3,)
   np.testing.assert_allclose(scores.numpy(), module.serve(query, items)["scores"].numpy(),
                              atol=1e-5)
+
+
+def test_pairs_padded_to_the_batchs_longest_score_as_at_the_full_length(exported):
+  module, _ = exported
+  query = tf.constant(["star wars", "comedy", "a much longer query about films of the nineties"])
+  items = tf.constant(["Star Wars (1977)", "Toy Story (1995). Animation, Children's, Comedy.", ""])
+  full = tokenize_pairs(module.cross_encoder.preprocessor, query, items)
+  trimmed = trim_padding(full)
+  longest = int(tf.reduce_max(tf.reduce_sum(full["padding_mask"], axis=1)))
+  length = trimmed["token_ids"].shape[1]
+  assert longest <= length < SEQUENCE_LENGTH and length % LENGTH_BUCKET == 0
+  np.testing.assert_allclose(module.serve(query, items)["scores"].numpy(),
+                             pair_logits(module.cross_encoder, full).numpy(), atol=1e-5)
+  empty = trim_padding(tokenize_pairs(module.cross_encoder.preprocessor,
+                                      tf.constant([], tf.string), tf.constant([], tf.string)))
+  assert empty["token_ids"].shape[0] == 0
 
 
 def test_empty_item_text_and_overlong_query_are_scored_not_crashed(exported):

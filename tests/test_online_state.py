@@ -45,7 +45,7 @@ class FakeModels:
                      for item in ITEMS if item not in history), reverse=True)
     return {signature.ITEM_IDS: np.array([[i for _, i in scored]], dtype=object),
             signature.SCORES: np.array([[s for s, _ in scored]], np.float32),
-            "__version__": np.int64(1)}
+            signature.EMBEDDING: np.zeros([1, 4], np.float32), "__version__": np.int64(1)}
 
 
 def write_data_root(root):

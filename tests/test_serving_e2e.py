@@ -26,8 +26,12 @@ from pipeline.components.serving_pusher import refresh_models_config
 from pipeline.data import contract
 from pipeline.data.examples import EVAL, TRAIN
 from pipeline.data.parsing import read_table
+from serving.cascade import Cascade
+from serving.context_store import Catalog
 from serving.experiment import Experiment
-from serving.feedback_log import OPEN_SUFFIX, acknowledged_rows, open_feedback_files
+from serving.feedback_log import (OPEN_SUFFIX, FeedbackLog, acknowledged_rows,
+                                  open_feedback_files)
+from serving.model_client import ModelClient
 from serving.models_config import models_config_path, read_models_config
 from serving.protos import recommender_pb2 as pb
 from serving.protos import recommender_pb2_grpc
@@ -99,8 +103,13 @@ def test_every_pushed_model_is_available_through_the_official_stubs(serving_stac
   for name, value in {"user_id": ["1"], "history": [["1", "2"]], "age": np.array([24]),
                       "gender": ["M"], "occupation": ["technician"]}.items():
     request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
-  ids = tf.make_ndarray(predict.Predict(request, timeout=10).outputs["item_ids"])
+  answer = predict.Predict(request, timeout=10).outputs
+  ids = tf.make_ndarray(answer["item_ids"])
   assert ids.shape == (1, 100) and b"1" not in ids[0] and b"2" not in ids[0]
+  # The query's embedding comes with the answer (the cascade's one retrieval call a request).
+  request.model_spec.signature_name = "query_embedding"
+  np.testing.assert_allclose(tf.make_ndarray(answer["embedding"]), tf.make_ndarray(
+      predict.Predict(request, timeout=10).outputs["embedding"]), rtol=1e-5, atol=1e-6)
   rerank = predict_pb2.PredictRequest()
   rerank.model_spec.name, rerank.model_spec.signature_name = "cross_encoder", "rerank"
   texts = ["Star Wars (1977). Action, Sci-Fi. 1977", "Toy Story (1995)"] + [""] * (
@@ -171,6 +180,24 @@ def test_search_finds_by_title_and_the_cross_encoder_reranks_it(serving_stack):
   personal = stub.Search(pb.SearchRequest(query="star", user=pb.UserContext(user_id="1"), k=3),
                          timeout=60)
   assert "retrieval" in personal.stages
+
+
+def test_a_stage_past_its_deadline_is_skipped_and_named_in_the_answer(serving_stack, tmp_path):
+  """The cascade in this process, against the stack's model server, with a 1 ms stage deadline:
+  the cross-encoder cannot answer in time, so the lexical order is served and says why."""
+  root = serving_stack.data_root
+  client = ModelClient(serving_stack.process.model_server)
+  feedback = FeedbackLog(str(tmp_path))
+  cascade = Cascade(client, Catalog(root), EmbeddedUserState(root, Profiles(root)), feedback,
+                    stage_timeout_s=0.001)
+  started = time.monotonic()
+  response = cascade.search(pb.SearchRequest(query="Star Wars", k=5))
+  assert time.monotonic() - started < 5
+  assert list(response.stages) == ["lexical"] and list(response.degraded) == ["cross_encoder"]
+  assert cascade.skipped["cross_encoder"] == 1 and len(response.items) == 5
+  assert not any(item.reranked for item in response.items)
+  feedback.close()
+  client.close()
 
 
 def test_unknown_user_gets_a_cold_start_answer(serving_stack):

@@ -1,10 +1,12 @@
-"""A/B routing and statistics, the feedback log's durability, the record of issued requests."""
+"""A/B routing and statistics, the feedback log's durability, the record of issued requests,
+the cascade's per-version item embeddings."""
 import json
 import os
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from pipeline.data import contract, parsing
@@ -13,6 +15,7 @@ from pipeline.ab_report import (MIN_CLICKS, MIN_IMPRESSIONS, TOO_FEW, count_feed
 from serving.experiment import Experiment
 from serving.feedback_log import FeedbackLog, feedback_row, recent_feedback_rows
 from serving.issued import IssuedRequests, rebuilt
+from serving.item_vectors import ItemVectors
 from serving.validation import CascadeError
 
 
@@ -243,3 +246,20 @@ def test_the_issued_record_is_rebuilt_from_the_log(tmp_path):
   assert issued.check("r1", "i2", 2, 0.25, "treatment", "u1")[1] == 2
   assert issued.check("r2", "i3", 0, 0.0, "", "")[0].variant == "control"
   assert len(rebuilt(recent_feedback_rows(str(tmp_path), 3600, 1))) == 1  # newest file only
+
+
+def test_item_vectors_embed_each_item_once_per_version_and_keep_the_latest_versions():
+  calls = []
+
+  def embed(version, items):
+    calls.append((version, list(items)))
+    return np.array([[version, int(item[1:])] for item in items], np.float32)
+
+  vectors = ItemVectors(embed, max_versions=2)
+  np.testing.assert_array_equal(vectors.get(1, ["i3", "i1", "i3"]), [[1, 3], [1, 1], [1, 3]])
+  np.testing.assert_array_equal(vectors.get(1, ["i1", "i2"]), [[1, 1], [1, 2]])
+  assert calls == [(1, ["i3", "i1"]), (1, ["i2"])]
+  vectors.get(2, ["i1"])
+  vectors.get(3, ["i1"])
+  np.testing.assert_array_equal(vectors.get(1, ["i1"]), [[1, 1]])  # evicted, embedded again
+  assert calls[2:] == [(2, ["i1"]), (3, ["i1"]), (1, ["i1"])]

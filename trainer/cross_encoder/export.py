@@ -9,6 +9,9 @@ Signatures (what serving/cascade.py calls, and what TFMA runs):
   evaluation       serialized query-group tf.Examples [B] -> scores [B, G] (padded with
                    groups.PADDING_SCORE past a group's last candidate)
 
+Pairs are padded to the batch's longest (rounded up to a multiple of 8), not to the
+preprocessor's sequence length: the same scores, at the cost of the texts' real length.
+
 Tokenization is keras-hub's BertTokenizer, i.e. TF Text ops (FastWordpieceTokenizer, regex
 split, case folding, NFD normalisation), which stock TF Serving links in; load the model with
 `import tensorflow_text` first anywhere else.
@@ -21,7 +24,7 @@ import keras_hub
 import tensorflow as tf
 
 from trainer.cross_encoder import groups as G
-from trainer.cross_encoder.model import pair_logits, tokenize_pairs
+from trainer.cross_encoder.model import pair_logits, tokenize_pairs, trim_padding
 
 SCORES = "scores"
 
@@ -35,8 +38,9 @@ class CrossEncoderModule(tf.Module):
     self.rerank_depth = rerank_depth
 
   def _score_pairs(self, queries: tf.Tensor, item_texts: tf.Tensor) -> tf.Tensor:
-    return pair_logits(self.cross_encoder,
-                       tokenize_pairs(self.cross_encoder.preprocessor, queries, item_texts))
+    """Padded to the batch's longest pair, not the preprocessor's length (`trim_padding`)."""
+    return pair_logits(self.cross_encoder, trim_padding(
+        tokenize_pairs(self.cross_encoder.preprocessor, queries, item_texts)))
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="query"),
                                 tf.TensorSpec([None], tf.string, name="item_text")])

@@ -17,6 +17,8 @@ import tensorflow as tf
 
 PAIR_INPUTS = ("token_ids", "segment_ids", "padding_mask")
 POINTWISE, LISTWISE = "pointwise", "listwise"
+# Serving pads a batch's pairs to its longest, rounded up to a multiple of this (`trim_padding`).
+LENGTH_BUCKET = 8
 
 
 def pair_preprocessor(tokenizer: keras_hub.models.BertTokenizer, sequence_length: int
@@ -42,6 +44,17 @@ def tokenize_pairs(preprocessor: keras_hub.models.BertTextClassifierPreprocessor
   return {**packed, "padding_mask": tf.cast(packed["padding_mask"], tf.int32)}
 
 
+def trim_padding(tokens: Dict[str, tf.Tensor], bucket: int = LENGTH_BUCKET
+                 ) -> Dict[str, tf.Tensor]:
+  """Packed pairs [N, L] -> the same pairs [N, L'], L' the batch's longest pair rounded up to
+  `bucket` (at most L). Titles are short and a transformer's cost grows with the length, and
+  with its padding mask BERT scores a pair the same at any padded length; the rounding keeps the
+  number of distinct shapes small."""
+  longest = tf.maximum(tf.reduce_max(tf.reduce_sum(tokens["padding_mask"], axis=1)), 1)
+  length = tf.minimum(tf.shape(tokens["token_ids"])[1], (longest + bucket - 1) // bucket * bucket)
+  return {name: value[:, :length] for name, value in tokens.items()}
+
+
 def pair_logits(cross_encoder: keras_hub.models.BertTextClassifier,
                 tokens: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
   """Tokenized pairs [N, L] -> float32 logits [N] (float32 also when computing in bfloat16)."""
@@ -51,7 +64,8 @@ def pair_logits(cross_encoder: keras_hub.models.BertTextClassifier,
 
 class GroupScorer(keras.Model):
   """Scores candidate groups: [B, G, L] token tensors -> [B, G] logits, through the Task's
-  network, so that a listwise loss sees each query's candidates together."""
+  network, so that a listwise loss sees each query's candidates together; each batch is cut to
+  its longest pair (`trim_padding`), so short texts train at their length."""
 
   def __init__(self, cross_encoder: keras_hub.models.BertTextClassifier, **kwargs):
     super().__init__(**kwargs)
@@ -60,7 +74,7 @@ class GroupScorer(keras.Model):
   def call(self, inputs: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
     shape = keras.ops.shape(inputs["token_ids"])
     flat = {name: keras.ops.reshape(inputs[name], (-1, shape[-1])) for name in PAIR_INPUTS}
-    return keras.ops.reshape(pair_logits(self.cross_encoder, flat, training),
+    return keras.ops.reshape(pair_logits(self.cross_encoder, trim_padding(flat), training),
                              (shape[0], shape[1]))
 
 

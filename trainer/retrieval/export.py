@@ -2,8 +2,10 @@
 
 Signatures (all take raw features; "" and 0 mean "unknown" for optional ones; the input specs and
 the callers' request builder are in `signature.py`):
-  serving_default  user_id, history[?], age, gender, occupation -> item_ids[K], scores[K]
-                   (items in `history` are excluded from the answer)
+  serving_default  user_id, history[?], age, gender, occupation -> item_ids[K], scores[K],
+                   embedding (items in `history` are excluded from the answer; the query's
+                   embedding comes along, so a caller that needs it, the cascade's bandit
+                   stage, makes one call per request)
   query_embedding  the same inputs -> embedding
   item_embeddings  item_id, title, categories[?], year, description, image_bytes -> embedding
                    (for an external index, or to add a new item: a multimodal model embeds
@@ -80,7 +82,8 @@ class RetrievalModule(tf.Module):
     return self.top_k(tf.matmul(queries, self.candidate_embeddings, transpose_b=True), exclusions)
 
   def recommend(self, request: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-    return self._top_k_excluding(self._embed_query(request), request[F.HISTORY])
+    queries = self._embed_query(request)
+    return {**self._top_k_excluding(queries, request[F.HISTORY]), EMBEDDING: queries}
 
   def query_embedding(self, request: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     return {EMBEDDING: self._embed_query(request)}
