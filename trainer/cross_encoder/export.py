@@ -9,7 +9,7 @@ Signatures (what serving/cascade.py calls, and what TFMA runs):
   evaluation       serialized query-group tf.Examples [B] -> scores [B, G] (padded with
                    groups.PADDING_SCORE past a group's last candidate)
 
-Pairs are padded to the batch's longest (rounded up to a multiple of 8), not to the
+A float32 model pads pairs to the batch's longest (rounded up to a multiple of 8), not to the
 preprocessor's sequence length: the same scores, at the cost of the texts' real length.
 
 Tokenization is keras-hub's BertTokenizer, i.e. TF Text ops (FastWordpieceTokenizer, regex
@@ -38,9 +38,12 @@ class CrossEncoderModule(tf.Module):
     self.rerank_depth = rerank_depth
 
   def _score_pairs(self, queries: tf.Tensor, item_texts: tf.Tensor) -> tf.Tensor:
-    """Padded to the batch's longest pair, not the preprocessor's length (`trim_padding`)."""
-    return pair_logits(self.cross_encoder, trim_padding(
-        tokenize_pairs(self.cross_encoder.preprocessor, queries, item_texts)))
+    """A float32 model's pairs are padded to the batch's longest, not the preprocessor's
+    length (`trim_padding`)."""
+    tokens = tokenize_pairs(self.cross_encoder.preprocessor, queries, item_texts)
+    if self.cross_encoder.compute_dtype == "float32":
+      tokens = trim_padding(tokens)
+    return pair_logits(self.cross_encoder, tokens)
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="query"),
                                 tf.TensorSpec([None], tf.string, name="item_text")])

@@ -49,7 +49,8 @@ def trim_padding(tokens: Dict[str, tf.Tensor], bucket: int = LENGTH_BUCKET
   """Packed pairs [N, L] -> the same pairs [N, L'], L' the batch's longest pair rounded up to
   `bucket` (at most L). Titles are short and a transformer's cost grows with the length, and
   with its padding mask BERT scores a pair the same at any padded length; the rounding keeps the
-  number of distinct shapes small."""
+  number of distinct shapes small. For float32 models only: on CPU, bfloat16 kernels are fast at
+  static shapes and about 7x slower at this dynamic one (benchmarks/cross_encoder_speed.py)."""
   longest = tf.maximum(tf.reduce_max(tf.reduce_sum(tokens["padding_mask"], axis=1)), 1)
   length = tf.minimum(tf.shape(tokens["token_ids"])[1], (longest + bucket - 1) // bucket * bucket)
   return {name: value[:, :length] for name, value in tokens.items()}
@@ -64,8 +65,7 @@ def pair_logits(cross_encoder: keras_hub.models.BertTextClassifier,
 
 class GroupScorer(keras.Model):
   """Scores candidate groups: [B, G, L] token tensors -> [B, G] logits, through the Task's
-  network, so that a listwise loss sees each query's candidates together; each batch is cut to
-  its longest pair (`trim_padding`), so short texts train at their length."""
+  network, so that a listwise loss sees each query's candidates together."""
 
   def __init__(self, cross_encoder: keras_hub.models.BertTextClassifier, **kwargs):
     super().__init__(**kwargs)
@@ -74,7 +74,7 @@ class GroupScorer(keras.Model):
   def call(self, inputs: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
     shape = keras.ops.shape(inputs["token_ids"])
     flat = {name: keras.ops.reshape(inputs[name], (-1, shape[-1])) for name in PAIR_INPUTS}
-    return keras.ops.reshape(pair_logits(self.cross_encoder, trim_padding(flat), training),
+    return keras.ops.reshape(pair_logits(self.cross_encoder, flat, training),
                              (shape[0], shape[1]))
 
 
