@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Callable, Dict, List
 
-from pipeline.config import REPO_ROOT
+from benchmarks.flags import add_concurrency_flag, add_output_root_flag
 
 
 def parse_args(argv: List[str]) -> argparse.Namespace:
@@ -27,9 +27,7 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
   answer at once."""
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--output_root", default=os.path.join(REPO_ROOT, "outputs"),
-                      help="a pipeline run's output root: its serving/ is served (default "
-                           "%(default)s)")
+  add_output_root_flag(parser)
   parser.add_argument("--data_root", default=None,
                       help="the raw data root the cascade serves; the impressions are logged "
                            "under its interactions/ (default: OUTPUT_ROOT/data/movielens-100k)")
@@ -39,9 +37,7 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
                            "(default %(default)s)")
   parser.add_argument("--max_requests", type=int, default=2000,
                       help="request budget of each load run (default %(default)s)")
-  parser.add_argument("--concurrency", default="1,4,16",
-                      help="comma-separated client thread counts, one load run each (default "
-                           "%(default)s)")
+  add_concurrency_flag(parser)
   return parser.parse_args(argv)
 
 

@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Dict, List, Optional
 
-from pipeline.config import REPO_ROOT
+from benchmarks.flags import add_output_root_flag
 
 MAX_SECONDS = 24 * 3600.0
 MAX_REQUESTS = 10_000_000
@@ -39,9 +39,7 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
   --help and a bad flag answer at once."""
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--output_root", default=os.path.join(REPO_ROOT, "outputs"),
-                      help="a pipeline run's output root: its serving/ is served (default "
-                           "%(default)s)")
+  add_output_root_flag(parser)
   parser.add_argument("--data_root", default=None,
                       help="the raw data root served, through a temporary copy that gets the "
                            "soak's feedback (default: OUTPUT_ROOT/data/movielens-100k)")

@@ -22,6 +22,7 @@ import sys
 import tempfile
 from typing import Dict, List
 
+from benchmarks.flags import add_concurrency_flag
 from pipeline.config import REPO_ROOT
 
 
@@ -43,9 +44,7 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
   parser.add_argument("--max_requests", type=int, default=2000,
                       help="calls (Recommend requests or store calls) of each load run, at "
                            "most (default %(default)s)")
-  parser.add_argument("--concurrency", default="1,4,16",
-                      help="comma-separated client thread counts, one load run each (default "
-                           "%(default)s)")
+  add_concurrency_flag(parser)
   return parser.parse_args(argv)
 
 
