@@ -15,6 +15,7 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration import metadata
 
 from pipeline import pipeline_def
+from pipeline.components.interaction_example_gen import invalid_rows_report_path
 from pipeline.config import PipelineConfig
 from pipeline.evaluation.blessing import failed_reasons
 from pipeline.evaluation.report import OVERALL
@@ -104,9 +105,9 @@ def stage_outcome(store, pipeline_name: str, stage: Stage) -> Dict[str, Any]:
 
 def invalid_rows(store, pipeline_name: str) -> Optional[Dict[str, Any]]:
   """The bad rows the ExampleGen skipped (--invalid_rows skip): counts per kind and the
-  report's path (interaction_example_gen.py INVALID_ROWS_REPORT)."""
+  report's path (interaction_example_gen.invalid_rows_report_path)."""
   examples = _latest_output(store, pipeline_name, "InteractionExampleGen", "Examples")
-  path = examples and os.path.join(examples.uri, "invalid_rows.json")
+  path = examples and invalid_rows_report_path(examples.uri)
   if not path or not tf.io.gfile.exists(path):
     return None
   with tf.io.gfile.GFile(path) as f:

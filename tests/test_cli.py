@@ -13,7 +13,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # `python -m` commands the README and the module docstrings document.
 COMMANDS = ["pipeline.runners.local_runner", "pipeline.runners.cycle",
             "kubeflow.kubeflow_v2_runner", "pipeline.push_model", "pipeline.ab_report",
-            "pipeline.data.movielens", "pipeline.data.synthetic_shop", "serving.models_config",
+            "pipeline.data.movielens", "pipeline.data.synthetic_shop",
+            "pipeline.data.synthetic_logs", "benchmarks.pipeline_scaling", "serving.models_config",
             "serving.serve", "serving.model_server", "benchmarks.bandit_ope",
             "benchmarks.bandit_regret", "benchmarks.cold_start",
             "benchmarks.cross_encoder_quality", "benchmarks.cross_encoder_speed",
@@ -99,6 +100,9 @@ def test_a_run_shows_our_lines_and_logs_the_libraries_noise(tmp_path):
   assert done.returncode == 1
   last = done.stdout.strip().splitlines()[-1]
   assert last.startswith("nothing pushed: the run failed: ContractError: "), last
+  report = re.search(r"Report: (\S+\.json)\.", last).group(1)
+  with open(report) as f:  # the report the error names outlives the failed execution
+    assert "log.csv" in f.read()
   log_path = last.rsplit("full log: ", 1)[1]
   assert log_path.endswith("pipeline.log") and os.path.exists(log_path)
   assert not _noise(done.stdout + done.stderr), done.stderr[-3000:]

@@ -424,7 +424,14 @@ def _custom_settings(exec_properties: Mapping[str, Any]) -> Dict[str, Any]:
   return json_format.MessageToDict(settings)
 
 
-INVALID_ROWS_REPORT = "invalid_rows.json"
+def invalid_rows_report_path(examples_uri: str) -> str:
+  """Beside the Examples artifact, not inside it: TFX deletes a failed execution's outputs, and
+  a halted run's report is the file its user opens next. `<node>/invalid_rows/<execution>.json`."""
+  node_dir = os.path.dirname(os.path.dirname(examples_uri.rstrip("/")))
+  return os.path.join(node_dir, "invalid_rows", os.path.basename(examples_uri.rstrip("/"))
+                      + ".json")
+
+
 # The files the run read, per table, and the spans of the window (in the Examples artifact).
 INPUT_FILES = "input_files.json"
 _POLICY_FIELDS = tuple(field.name for field in dataclasses.fields(RowPolicy))
@@ -462,7 +469,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
 
   def Do(self, input_dict, output_dict, exec_properties) -> None:
     examples = output_dict[standard_component_specs.EXAMPLES_KEY][0]
-    self._report_path = os.path.join(examples.uri, INVALID_ROWS_REPORT)
+    self._report_path = invalid_rows_report_path(examples.uri)
     read = spans.snapshot(exec_properties[standard_component_specs.INPUT_BASE_KEY],
                           _window(exec_properties))
     super().Do(input_dict, output_dict, exec_properties)
