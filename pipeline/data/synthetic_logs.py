@@ -8,7 +8,8 @@ occupation's taste, so the profile carries signal. A user's activity is heavy-ta
 (lognormal, at least `min_rows` rows). Activity comes in sessions: each session has an intent
 (one category from the taste), its items are drawn from that category by popularity, its
 events follow a funnel (view, click, add to cart, purchase) and some shown items are logged as
-impressions (not positives); seconds apart inside a session, hours or days apart between sessions, all inside one year.
+impressions (not positives); seconds apart inside a session, hours or days apart between
+sessions, every user's log inside one year.
 
 Memory is bounded by the catalog and one user, never the log: rows are written as they are
 drawn, into CSV shards of `rows_per_shard` rows (tf.io.gfile, so `gs://` works). Same
@@ -20,7 +21,6 @@ arguments, same bytes.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from typing import Dict, Iterator, List, Tuple
@@ -47,6 +47,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from pipeline.data import contract  # noqa: E402
+from pipeline.data.csv_files import write_csv  # noqa: E402
 
 CATEGORIES = 60
 SETTINGS = {
@@ -147,17 +148,6 @@ def _user_rows(user: str, rows: int, taste: np.ndarray, catalog: Catalog,
     clock += int(rng.exponential(gap_s))
 
 
-def _write_csv(path: str, header: Tuple[str, ...], rows) -> int:
-  with tf.io.gfile.GFile(path, "w") as f:
-    writer = csv.writer(f, lineterminator="\n")
-    writer.writerow(header)
-    count = 0
-    for row in rows:
-      writer.writerow(row)
-      count += 1
-  return count
-
-
 def write_synthetic_logs(data_root: str, interactions: int, items: int = 20000,
                          seed: int = 0) -> Dict[str, int]:
   """Writes the SYNTHETIC log under data_root; returns rows per table and the shard count."""
@@ -166,11 +156,9 @@ def write_synthetic_logs(data_root: str, interactions: int, items: int = 20000,
   if interactions < SETTINGS["min_rows"]:
     raise ValueError(f"interactions must be at least {SETTINGS['min_rows']}; got {interactions}")
   data_root = data_root.rstrip("/")
-  for table in contract.TABLES:
-    tf.io.gfile.makedirs(f"{data_root}/{table}")
   catalog_rng, user_rng, log_rng = (np.random.default_rng([seed, s]) for s in range(3))
   catalog = Catalog(items, catalog_rng)
-  counts = {contract.ITEMS: _write_csv(f"{data_root}/{contract.ITEMS}/items.csv", _ITEM_HEADER,
+  counts = {contract.ITEMS: write_csv(f"{data_root}/{contract.ITEMS}/items.csv", _ITEM_HEADER,
                                        catalog.rows())}
   users = _user_count(interactions)
   activity = _activity(users, interactions, log_rng)
@@ -191,11 +179,11 @@ def write_synthetic_logs(data_root: str, interactions: int, items: int = 20000,
   shard_rows, shards, written, rows = SETTINGS["rows_per_shard"], 0, 0, log()
   while written < interactions:
     take = min(shard_rows, interactions - written)
-    written += _write_csv(f"{data_root}/{contract.INTERACTIONS}/part-{shards:05d}.csv",
+    written += write_csv(f"{data_root}/{contract.INTERACTIONS}/part-{shards:05d}.csv",
                           _INTERACTION_HEADER, (next(rows) for _ in range(take)))
     shards += 1
   counts[contract.INTERACTIONS] = written
-  counts[contract.USERS] = _write_csv(
+  counts[contract.USERS] = write_csv(
       f"{data_root}/{contract.USERS}/users.csv", _USER_HEADER,
       ((f"u{u:07d}", age, gender, _OCCUPATIONS[o]) for u, (age, gender, o) in enumerate(profiles)))
   with tf.io.gfile.GFile(f"{data_root}/SYNTHETIC_README.txt", "w") as f:

@@ -13,7 +13,6 @@ ground_truth.json (outside every table folder, so the readers never take them fo
 from __future__ import annotations
 
 import argparse
-import csv
 import gzip
 import json
 import os
@@ -42,6 +41,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from pipeline.data import contract  # noqa: E402
+from pipeline.data.csv_files import write_csv  # noqa: E402
 
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                "Sneaker", "Bag", "Ankle boot")
@@ -131,18 +131,6 @@ def _simulate_user(item_class: np.ndarray, popularity: np.ndarray,
   return picked
 
 
-def _write_csv(data_root: str, table: str, name: str, header: tuple, rows) -> int:
-  tf.io.gfile.makedirs(f"{data_root}/{table}")
-  with tf.io.gfile.GFile(f"{data_root}/{table}/{name}", "w") as f:
-    writer = csv.writer(f, lineterminator="\n")
-    writer.writerow(header)
-    count = 0
-    for row in rows:
-      writer.writerow(row)
-      count += 1
-  return count
-
-
 def write_synthetic_shop(data_root: str, items: int = 2000, users: int = 1000, seed: int = 0,
                          source_dir: Optional[str] = None) -> Dict[str, int]:
   """Writes the SYNTHETIC shop under data_root (same seed, same bytes); returns counts per table.
@@ -174,9 +162,10 @@ def write_synthetic_shop(data_root: str, items: int = 2000, users: int = 1000, s
     # Greyscale is enough: the image preprocessing decodes with channels=3.
     with tf.io.gfile.GFile(f"{data_root}/images/{item_id}.png", "wb") as f:
       f.write(tf.io.encode_png(image[:, :, None]).numpy())
-  counts = {contract.ITEMS: _write_csv(data_root, contract.ITEMS, "products.csv", _ITEM_HEADER, (
-      (item_ids[i], f"{brands[i]} {codes[i]}", f"{phrases[i]} from the {brands[i]} line.",
-       collections[i], int(years[i]), f"images/{item_ids[i]}.png") for i in range(items)))}
+  counts = {contract.ITEMS: write_csv(
+      f"{data_root}/{contract.ITEMS}/products.csv", _ITEM_HEADER, (
+          (item_ids[i], f"{brands[i]} {codes[i]}", f"{phrases[i]} from the {brands[i]} line.",
+           collections[i], int(years[i]), f"images/{item_ids[i]}.png") for i in range(items)))}
 
   user_ids = [f"u{u + 1:05d}" for u in range(users)]
   window = SETTINGS["window_days"] * 86400
@@ -190,12 +179,13 @@ def write_synthetic_shop(data_root: str, items: int = 2000, users: int = 1000, s
         yield (user_id, item_ids[item], SETTINGS["event"], "", SETTINGS["epoch"] + int(offset),
                "", "")
 
-  counts[contract.INTERACTIONS] = _write_csv(
-      data_root, contract.INTERACTIONS, "clicks.csv", _INTERACTION_HEADER, interactions())
+  counts[contract.INTERACTIONS] = write_csv(
+      f"{data_root}/{contract.INTERACTIONS}/clicks.csv", _INTERACTION_HEADER, interactions())
   profile_rng = np.random.default_rng([seed, 2])  # profiles are independent of taste
-  counts[contract.USERS] = _write_csv(data_root, contract.USERS, "users.csv", _USER_HEADER, (
-      (user_id, int(profile_rng.integers(18, 71)), str(profile_rng.choice(["M", "F"])),
-       str(profile_rng.choice(_OCCUPATIONS))) for user_id in user_ids))
+  counts[contract.USERS] = write_csv(
+      f"{data_root}/{contract.USERS}/users.csv", _USER_HEADER, (
+          (user_id, int(profile_rng.integers(18, 71)), str(profile_rng.choice(["M", "F"])),
+           str(profile_rng.choice(_OCCUPATIONS))) for user_id in user_ids))
 
   truth: Dict[str, Any] = {
       "synthetic": True, "classes": list(CLASS_NAMES),
