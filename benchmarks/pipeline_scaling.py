@@ -5,9 +5,10 @@ same catalog every time, so only the log grows), then the pipeline runs on it ex
 says (`python -m pipeline.runners.local_runner --data_root ...`, its own process, retrieval
 only: `--no_ranker --no_bandit`, fresh output root). While it runs, the resident memory of its
 process tree is sampled every `--sample_s` seconds; its progress lines say which component each
-sample belongs to. Per size and component: seconds and peak RSS (the tree's, MiB). Across
-sizes: the fitted growth exponent b of seconds ~ a * rows^b per component and overall (1 is
-linear), and of peak RSS (0: memory does not grow with the log). Beam flags after a lone `--`
+sample belongs to. Per size and component: seconds and peak RSS (MiB: the tree's sum, and its
+largest single process, the one a bigger log would break first). Across sizes: the fitted
+growth exponent b of seconds ~ a * rows^b per component and overall (1 is linear), and of peak
+RSS (0: memory does not grow with the log). Beam flags after a lone `--`
 go to the pipeline (e.g. `-- --direct_running_mode=multi_processing --direct_num_workers=2`).
 
     python -m benchmarks.pipeline_scaling [--sizes 100000,1000000,5000000] [--items 20000]
@@ -52,28 +53,31 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
   return args
 
 
-def tree_rss(pid: int) -> int:
-  """Resident bytes of a process and all its descendants (Beam's worker processes too)."""
+def tree_rss(pid: int) -> Tuple[int, int]:
+  """Resident bytes of a process and all its descendants (Beam's worker processes too): their
+  sum and the largest single process."""
   import psutil
   try:
     root = psutil.Process(pid)
     processes = [root] + root.children(recursive=True)
   except psutil.NoSuchProcess:
-    return 0
-  total = 0
+    return 0, 0
+  sizes = []
   for process in processes:
     try:
-      total += process.memory_info().rss
+      sizes.append(process.memory_info().rss)
     except psutil.NoSuchProcess:
       pass
-  return total
+  return sum(sizes), max(sizes, default=0)
 
 
 class MemoryByComponent:
-  """Peak tree RSS per component, from samples tagged with the component running then."""
+  """Peak RSS per component (the tree's sum and its largest process), from samples tagged with
+  the component running then."""
 
   def __init__(self, pid: int, interval_s: float):
     self.peaks: Dict[str, int] = {}
+    self.largest: Dict[str, int] = {}
     self.current = "startup"
     self._pid, self._interval = pid, interval_s
     self._stop = threading.Event()
@@ -82,8 +86,9 @@ class MemoryByComponent:
 
   def _run(self) -> None:
     while not self._stop.is_set():
-      rss, name = tree_rss(self._pid), self.current
-      self.peaks[name] = max(self.peaks.get(name, 0), rss)
+      (total, largest), name = tree_rss(self._pid), self.current
+      self.peaks[name] = max(self.peaks.get(name, 0), total)
+      self.largest[name] = max(self.largest.get(name, 0), largest)
       self._stop.wait(self._interval)
 
   def stop(self) -> None:
@@ -122,9 +127,12 @@ def run_pipeline(data_root: str, output_root: str, args: argparse.Namespace
   status = process.wait()
   memory.stop()
   mib = {name: round(peak / 2**20) for name, peak in memory.peaks.items()}
+  largest = {name: round(peak / 2**20) for name, peak in memory.largest.items()}
   return {"exit_status": status, "seconds": round(time.time() - started, 1),
           "component_seconds": seconds, "peak_rss_mib": mib,
           "peak_rss_mib_overall": max(mib.values(), default=0),
+          "largest_process_peak_rss_mib": largest,
+          "largest_process_peak_rss_mib_overall": max(largest.values(), default=0),
           **({"log_tail": tail} if status else {})}
 
 
@@ -152,6 +160,7 @@ def exponents(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
   return {
       "seconds": fit(lambda p: p["seconds"]),
       "peak_rss": fit(lambda p: p["peak_rss_mib_overall"]),
+      "largest_process_peak_rss": fit(lambda p: p.get("largest_process_peak_rss_mib_overall")),
       "component_seconds": {c: fit(lambda p, c=c: p["component_seconds"].get(c))
                             for c in components},
       "component_peak_rss": {c: fit(lambda p, c=c: p["peak_rss_mib"].get(c))

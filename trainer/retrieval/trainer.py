@@ -41,8 +41,9 @@ class RetrievalSettings:
   `TowerConfig` (model settings) by name."""
   epochs: int = 8
   batch_size: int = 1024
-  # ExampleGen writes examples grouped by item: a small buffer leaves each batch with few
-  # distinct items (about 100 instead of 550 at 10,000), which starves the softmax.
+  # ExampleGen writes examples grouped by user, so a buffer of any size mixes users whose items
+  # span the catalog; a larger one mixes more (at 10,000, batches held about 100 distinct items
+  # instead of 550 when the examples still came grouped by item).
   shuffle_buffer_size: int = 100_000
   learning_rate: float = 0.005
   # Epochs of a run that starts from the last blessed model's weights (0: `epochs`).
