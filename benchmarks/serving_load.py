@@ -1,7 +1,8 @@
 """Load on loopback against the serving stack; prints JSON.
 
 1. The cascade's Recommend at several concurrency levels: p50/p95/p99 latency and throughput,
-   with every stage the serving root has pushed (named in the output).
+   with every stage the serving root has pushed (named in the output), with the cascade's
+   model calls batched across requests (the default) and without.
 2. The model server's Predict on the retrieval model, with and without server-side batching
    (the batching gain at the same concurrency).
 
@@ -118,17 +119,19 @@ def main(argv: List[str]) -> int:
   levels = [int(c) for c in args.concurrency.split(",")]
   result: Dict[str, object] = {"machine": f"{os.cpu_count()} cores, loopback"}
 
-  stack = LocalStack(data_root, serving_root).start()
-  try:
-    stub = recommender_pb2_grpc.RecommenderStub(
-        grpc.insecure_channel(f"localhost:{stack.port}"))
-    call = lambda i: stub.Recommend(pb.RecommendRequest(  # noqa: E731
-        user=pb.UserContext(user_id=str(i % 900 + 1)), k=10), timeout=30)
-    cascade = {"stages": list(call(0).stages),  # what every pushed model adds to a request
-               "levels": [load(call, c, args.seconds, args.max_requests) for c in levels]}
-    result["cascade_recommend"] = cascade
-  finally:
-    stack.stop()
+  cascade: Dict[str, object] = {}
+  for label, batched in (("batched_model_calls", True), ("one_call_per_request", False)):
+    stack = LocalStack(data_root, serving_root, batch_model_calls=batched).start()
+    try:
+      stub = recommender_pb2_grpc.RecommenderStub(
+          grpc.insecure_channel(f"localhost:{stack.port}"))
+      call = lambda i: stub.Recommend(pb.RecommendRequest(  # noqa: E731
+          user=pb.UserContext(user_id=str(i % 900 + 1)), k=10), timeout=30)
+      cascade["stages"] = list(call(0).stages)  # what every pushed model adds to a request
+      cascade[label] = [load(call, c, args.seconds, args.max_requests) for c in levels]
+    finally:
+      stack.stop()
+  result["cascade_recommend"] = cascade
 
   predict = {}
   for label, batching in (("batching", BatchingParameters()), ("no_batching", None)):

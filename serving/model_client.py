@@ -3,9 +3,17 @@
 Because it uses nothing but PredictionService.Predict / GetModelMetadata and
 ModelService.GetModelStatus, the cascade runs unchanged against stock TF Serving or the local
 model server (`serving/model_server.py`).
+
+With `batching`, concurrent Predicts of one model, signature and version label (the cascade's
+requests, each on its own thread) are merged into one call and the answer split back
+(`serving/batching.py`, the model server's own batcher, here on the client's side): each
+Predict costs the client and the server their fixed share once per batch instead of once per
+request, and the server's batch is the cascade's. A merged call's failure fails each of its
+requests with the same status.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import threading
 import time
@@ -18,7 +26,13 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
+from serving.batching import Batcher, BatchingParameters, QueueFull
+
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.State.AVAILABLE
+VERSION = "__version__"  # the served version, beside a Predict's outputs
+# Batchers kept at once (one thread each), the least recently used closed beyond: pinned
+# versions come and go with pushes.
+MAX_BATCHERS = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,11 +52,27 @@ def _version_spec(spec, version_label: str) -> None:
     spec.version_label = version_label
 
 
+class BatchFailed(grpc.RpcError):
+  """A batched Predict that never reached the server: its deadline passed in the queue
+  (DEADLINE_EXCEEDED) or the queue was full (UNAVAILABLE); shaped like the RpcError a
+  direct call raises, so callers handle both alike."""
+
+  def __init__(self, code: grpc.StatusCode, details: str):
+    super().__init__(details)
+    self._code, self._details = code, details
+
+  def code(self) -> grpc.StatusCode:
+    return self._code
+
+  def details(self) -> str:
+    return self._details
+
+
 class ModelClient:
   """Predict / status / metadata calls against one TF Serving endpoint."""
 
   def __init__(self, target: str, timeout_s: float = 2.0, metadata_refresh_s: float = 5.0,
-               status_refresh_s: float = 1.0):
+               status_refresh_s: float = 1.0, batching: Optional[BatchingParameters] = None):
     self._channel = grpc.insecure_channel(target)
     self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
     self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
@@ -52,20 +82,60 @@ class ModelClient:
     self._signatures: Dict[Tuple[str, str, str], Tuple[float, SignatureInfo]] = {}
     self._available: Dict[str, Tuple[float, bool]] = {}
     self._lock = threading.Lock()
+    self._batching = batching
+    self._batchers: "collections.OrderedDict[Tuple[str, str, str], Batcher]" = (
+        collections.OrderedDict())
 
   def predict(self, model: str, inputs: Mapping[str, np.ndarray], signature: str = "",
               version_label: str = "", timeout_s: Optional[float] = None
               ) -> Dict[str, np.ndarray]:
-    """Runs one signature; returns its outputs and, under "__version__", the version served."""
+    """Runs one signature; returns its outputs and, under VERSION, the version served."""
+    timeout_s = timeout_s or self.timeout_s
+    if self._batching is None:
+      return self._predict_now(model, inputs, signature, version_label, timeout_s)
+    deadline = time.monotonic() + timeout_s
+    try:
+      future = self._batcher(model, signature, version_label, timeout_s).submit(
+          dict(inputs), deadline)
+    except QueueFull as error:
+      raise BatchFailed(grpc.StatusCode.UNAVAILABLE, str(error)) from error
+    try:
+      outputs = future.result(max(deadline - time.monotonic(), 0.0) + 1.0)
+    except TimeoutError as error:  # the deadline passed before the batch ran
+      raise BatchFailed(grpc.StatusCode.DEADLINE_EXCEEDED, f"{model}: {error}") from error
+    outputs[VERSION] = outputs[VERSION][0]
+    return outputs
+
+  def _batcher(self, model: str, signature: str, version_label: str, timeout_s: float
+               ) -> Batcher:
+    key = (model, signature, version_label)
+    with self._lock:
+      batcher = self._batchers.get(key)
+      if batcher is None:
+        def run(inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+          outputs = self._predict_now(model, inputs, signature, version_label, timeout_s)
+          rows = len(next(iter(inputs.values())))
+          outputs[VERSION] = np.full(rows, outputs[VERSION])  # split back with the rest
+          return outputs
+        batcher = self._batchers[key] = Batcher(run, self._batching,
+                                                name=f"client-batcher-{'-'.join(key)}")
+        while len(self._batchers) > MAX_BATCHERS:
+          _, evicted = self._batchers.popitem(last=False)
+          threading.Thread(target=evicted.close, daemon=True).start()
+      self._batchers.move_to_end(key)
+      return batcher
+
+  def _predict_now(self, model: str, inputs: Mapping[str, np.ndarray], signature: str,
+                   version_label: str, timeout_s: float) -> Dict[str, np.ndarray]:
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model
     request.model_spec.signature_name = signature
     _version_spec(request.model_spec, version_label)
     for name, value in inputs.items():
       request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
-    response = self._predict.Predict(request, timeout=timeout_s or self.timeout_s)
+    response = self._predict.Predict(request, timeout=timeout_s)
     outputs = {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
-    outputs["__version__"] = np.int64(response.model_spec.version.value)
+    outputs[VERSION] = np.int64(response.model_spec.version.value)
     return outputs
 
   def is_available(self, model: str) -> bool:
@@ -129,4 +199,8 @@ class ModelClient:
         del self._signatures[key]
 
   def close(self) -> None:
+    with self._lock:
+      batchers, self._batchers = list(self._batchers.values()), collections.OrderedDict()
+    for batcher in batchers:
+      batcher.close()
     self._channel.close()

@@ -64,6 +64,11 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
   parser.add_argument("--catalog_refresh_s", type=float, default=60.0,
                       help="re-read the catalog this often; new items a multimodal retrieval "
                            "model can embed are recommended at once (0: read it at start only)")
+  parser.add_argument("--batch_model_calls", action=argparse.BooleanOptionalAction,
+                      default=True,
+                      help="merge concurrent requests' calls to one model into one Predict "
+                           "(serving/model_client.py); --no-batch_model_calls: one Predict per "
+                           "request and stage")
   parser.add_argument("--feedback_rotate_s", type=float, default=3600.0,
                       help="close the feedback file this often (the pipeline reads closed "
                            "files only: the freshest feedback a retraining cycle sees)")
@@ -85,6 +90,7 @@ from serving.feedback_log import FeedbackLog, recent_feedback_rows  # noqa: E402
 from serving.fresh_items import FreshItems, RefreshLoop  # noqa: E402
 from serving.http_gateway import HttpGateway  # noqa: E402
 from serving.issued import rebuilt  # noqa: E402
+from serving.batching import BatchingParameters  # noqa: E402
 from serving.model_client import ModelClient  # noqa: E402
 from serving.model_server import ModelServer, run_until_interrupted  # noqa: E402
 from serving.models_config import RETRIEVAL, models_config_path  # noqa: E402
@@ -105,7 +111,7 @@ class LocalStack:
                header_timeout_s: float = limits.HEADER_TIMEOUT_S,
                model_server_options: Optional[dict] = None, catalog_refresh_s: float = 60.0,
                user_state: UserStateConfig = UserStateConfig(),
-               feedback_rotate_s: float = 3600.0):
+               feedback_rotate_s: float = 3600.0, batch_model_calls: bool = True):
     self.model_server = None
     if model_server is None:
       self.model_server = ModelServer(models_config_path(serving_root), model_server_port,
@@ -115,7 +121,10 @@ class LocalStack:
     self.feedback = FeedbackLog(data_root, max_age_s=feedback_rotate_s)
     issued = rebuilt(recent_feedback_rows(data_root, limits.ISSUED_MAX_AGE_S,
                                           limits.ISSUED_REBUILD_BYTES))
-    self.client = ModelClient(model_server)
+    # No wait for more calls: while one batch runs, the next gathers what arrives meanwhile,
+    # so a lone request adds no latency and a loaded server sends full batches.
+    self.client = ModelClient(model_server, batching=BatchingParameters(batch_timeout_s=0.0)
+                              if batch_model_calls else None)
     catalog = Catalog(data_root)
     self.fresh = FreshItems(self.client, catalog, data_root)
     self._refresh = RefreshLoop(self.fresh, {v.models.get(RETRIEVAL, "")
@@ -166,7 +175,7 @@ def main(argv: List[str]) -> int:
                      args.http_port, args.file_system_poll_wait_seconds, args.host,
                      args.model_server_port, args.http_header_timeout_s, options,
                      args.catalog_refresh_s, UserStateConfig.from_flags(args),
-                     args.feedback_rotate_s).start()
+                     args.feedback_rotate_s, args.batch_model_calls).start()
   print(f"serving: {json.dumps(stack.addresses())}", flush=True)
   run_until_interrupted(stack.stop)
   return 0

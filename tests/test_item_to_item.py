@@ -21,7 +21,7 @@ from tests.saved_model_ops import graph_ops
 from trainer.item_to_item.export import ItemToItemModule, export_item_to_item
 from trainer.item_to_item.model import (COSINE, EASE, ItemToItemSettings, ItemToItemTables,
                                         fit_tables)
-from trainer.item_to_item.scoring import catalog_scores
+from trainer.item_to_item.scoring import ScoringTable, catalog_max, catalog_scores
 from trainer.retrieval.signature import ITEM_IDS, SCORES, as_tensors, query_inputs
 from transform import features as F
 
@@ -131,6 +131,41 @@ def test_catalog_scores_sum_history_rows_once_each_and_skip_padding():
   scores = catalog_scores(neighbours, weights, history, n_items=3).numpy()
   np.testing.assert_allclose(scores, [[4.0, 3.5, -1.0], [0.0, 0.0, 0.0], [2.0, 0.0, 0.0]])
   assert catalog_scores(neighbours, weights, tf.zeros([2, 0], tf.int32), 3).shape == (2, 3)
+
+
+def _random_table(n: int, m: int, seed: int):
+  rng = np.random.default_rng(seed)
+  neighbours = rng.integers(-1, n, (n, m)).astype(np.int32)
+  weights = np.where(neighbours >= 0, rng.normal(size=(n, m)), 0.0).astype(np.float32)
+  history = rng.integers(-1, n, (5, 30))
+  history[1] = -1  # an empty history
+  history[2, 5:] = history[2, 0]  # one item, repeated
+  return neighbours, weights, history
+
+
+def _brute_force(neighbours, weights, history, n, reduce, empty):
+  out = np.full((len(history), n), empty, np.float64)
+  for user, items in enumerate(history):
+    for item in set(items[items >= 0].tolist()):
+      for neighbour, weight in zip(neighbours[item], weights[item]):
+        if neighbour >= 0:
+          out[user, neighbour] = reduce(out[user, neighbour], weight)
+  return out
+
+
+@pytest.mark.parametrize("limit", [0, 10**9], ids=["gathered_rows", "sparse_matmul"])
+def test_both_ways_of_scoring_a_table_give_the_brute_force_sums_and_maxima(limit):
+  neighbours, weights, history = _random_table(60, 7, seed=3)
+  table = ScoringTable(neighbours, weights, sparse_matmul_limit=limit)
+  assert table.sparse == (limit > 0)
+  np.testing.assert_allclose(table.scores(tf.constant(history)).numpy(), _brute_force(
+      neighbours, weights, history, 60, lambda a, b: a + b, 0.0), atol=1e-5)
+  expected_max = np.maximum(_brute_force(neighbours, weights, history, 60, max, -np.inf), 0.0)
+  np.testing.assert_array_equal(table.max(tf.constant(history)).numpy(),
+                                expected_max.astype(np.float32))
+  np.testing.assert_array_equal(
+      catalog_max(neighbours, weights, tf.constant(history), 60).numpy(), table.max(
+          tf.constant(history)).numpy())
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.batching import BatchingParameters, concatenate
+from serving.model_client import VERSION, ModelClient
 from serving.model_manager import ServingError
 from serving.model_server import ModelServer
 from tests.serving_stack import is_loopback, listening_ips
@@ -250,6 +251,43 @@ def test_concurrent_requests_are_batched_with_padding(server):
   entry = server.manager.status("affine", 1)[0]
   batcher = entry._batchers["serving_default"]  # pylint: disable=protected-access
   assert batcher.requests_run == 32 and batcher.batches_run < 32
+
+
+def test_the_cascade_client_batches_concurrent_predicts_and_answers_each_as_alone(root):
+  """Client-side batching (what the cascade's ModelClient does with `batching`): concurrent
+  Predicts of one model become fewer calls, each caller gets what a call of its own gives
+  (padding included), and a merged call's error reaches every caller as its status."""
+  server = ModelServer(write_config(root), poll_seconds=0.2, batching=None).start()
+  alone = ModelClient(f"localhost:{server.port}")
+  merged = ModelClient(f"localhost:{server.port}",
+                       batching=BatchingParameters(max_batch_size=64, batch_timeout_s=0.05))
+  try:
+    inputs = {i: {"x": np.array([float(i)], np.float32),
+                  "tags": np.array([["t"] * (i % 4 + 1)], dtype=object)} for i in range(24)}
+    expected = {i: alone.predict("affine", inputs[i])["y"].tolist() for i in inputs}
+    results, errors = {}, []
+
+    def call(i, label=""):
+      try:
+        results[(i, label)] = merged.predict("affine", inputs[i], version_label=label)
+      except grpc.RpcError as error:
+        errors.append((i, error.code()))
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in inputs]
+    threads += [threading.Thread(target=call, args=(i, "7")) for i in range(4)]  # no version 7
+    for thread in threads:
+      thread.start()
+    for thread in threads:
+      thread.join()
+    assert {i: out["y"].tolist() for (i, label), out in results.items()} == expected
+    assert all(out[VERSION] == 1 for out in results.values())
+    # The server ran fewer calls than there were callers (its counter, one per call it ran).
+    assert len({int(out["calls"][0]) for out in results.values()}) < len(inputs)
+    assert sorted(errors) == [(i, grpc.StatusCode.NOT_FOUND) for i in range(4)]
+  finally:
+    merged.close()
+    alone.close()
+    server.stop()
 
 
 def test_concatenate_pads_strings_and_numbers():

@@ -23,6 +23,7 @@ from serving.protos import recommender_pb2_grpc
 from serving.serve import LocalStack
 from tests.conftest import RANKER_FOLDS, RANKER_SETTINGS
 from trainer.ranker import lists as L
+from trainer.ranker.features import capped_rank
 from trainer.ranker.signature import request_inputs, training_request, union
 from trainer.ranker.metrics import hit_metrics, user_metrics
 from trainer.ranker import warm_start
@@ -73,6 +74,18 @@ def test_losses_ignore_padding_and_lists_without_positives():
   np.testing.assert_allclose(z.numpy(), [[-1.0, 1.0, 0.0]], atol=1e-5)
   with pytest.raises(ValueError, match="unknown"):
     RankerSettings.from_config({"epochs": 3})
+
+
+@pytest.mark.parametrize("items,cap", [(300, 20), (50, 100)])
+def test_capped_ranks_are_the_full_stable_sort_capped(items, cap):
+  rng = np.random.default_rng(items)
+  scores = np.round(rng.normal(size=(6, items)), 1).astype(np.float32)  # many ties
+  scores[rng.random(scores.shape) < 0.1] = -np.inf  # the user's seen items
+  candidates = rng.integers(0, items, (6, 40))
+  full = np.argsort(np.argsort(-scores, axis=1, kind="stable"), axis=1) + 1
+  expected = np.minimum(np.take_along_axis(full, candidates, axis=1), cap + 1)
+  np.testing.assert_array_equal(
+      capped_rank(tf.constant(scores), tf.constant(candidates), cap).numpy(), expected)
 
 
 def test_a_fold_model_never_sees_its_fold():
