@@ -32,6 +32,12 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
   parser.add_argument("--data_root", default=None,
                       help="the raw data root the cascade serves; the impressions are logged "
                            "under its interactions/ (default: OUTPUT_ROOT/data/movielens-100k)")
+  parser.add_argument("--model_server", default=None,
+                      help="host:port of a model server already running in its own process "
+                           "(`python -m serving.model_server`, or TF Serving): the cascade "
+                           "calls it, this process's CPU is then the cascade's and the load "
+                           "generator's alone, and the model server's Predict section is "
+                           "skipped (default: the in-process local server)")
   parser.add_argument("--seconds", type=float, default=8.0,
                       help="time budget of each load run: one per concurrency level, for the "
                            "cascade and for the model server with and without batching "
@@ -121,7 +127,8 @@ def main(argv: List[str]) -> int:
 
   cascade: Dict[str, object] = {}
   for label, batched in (("batched_model_calls", True), ("one_call_per_request", False)):
-    stack = LocalStack(data_root, serving_root, batch_model_calls=batched).start()
+    stack = LocalStack(data_root, serving_root, args.model_server,
+                       batch_model_calls=batched).start()
     try:
       stub = recommender_pb2_grpc.RecommenderStub(
           grpc.insecure_channel(f"localhost:{stack.port}"))
@@ -132,6 +139,9 @@ def main(argv: List[str]) -> int:
     finally:
       stack.stop()
   result["cascade_recommend"] = cascade
+  if args.model_server:
+    print(json.dumps(result, indent=2))
+    return 0
 
   predict = {}
   for label, batching in (("batching", BatchingParameters()), ("no_batching", None)):

@@ -114,8 +114,12 @@ class LocalStack:
                feedback_rotate_s: float = 3600.0, batch_model_calls: bool = True):
     self.model_server = None
     if model_server is None:
+      # The cascade is the local server's client; when it batches its calls itself, the
+      # server's batching only adds its wait (2 ms a stage) and a thread hand-off.
+      options = {"batching": None if batch_model_calls else BatchingParameters(),
+                 **(model_server_options or {})}
       self.model_server = ModelServer(models_config_path(serving_root), model_server_port,
-                                      poll_seconds, **(model_server_options or {})).start()
+                                      poll_seconds, **options).start()
       model_server = grpc_address(self.model_server.host, self.model_server.port)
     self.model_server_address = model_server
     self.feedback = FeedbackLog(data_root, max_age_s=feedback_rotate_s)

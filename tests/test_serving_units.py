@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -91,6 +92,45 @@ def test_feedback_rows_are_durable_and_readable_by_the_pipeline(tmp_path):
   rows = list(parsing.read_file_rows(path, contract.INTERACTIONS))
   assert [(r["event"], r["propensity"], r["position"], r["variant"]) for r in rows] == [
       ("impression", 0.5, 1, "control"), ("click", 0.5, 1, "control")]
+
+
+def test_concurrent_appends_share_fsyncs_and_each_returns_after_one_that_covers_it(
+    tmp_path, monkeypatch):
+  """Group commit: every append returns only after an fsync of a file size that includes its
+  row has completed, and concurrent appends need fewer fsyncs than appends."""
+  real_fsync, synced_sizes = os.fsync, []
+
+  def fsync(fd):
+    size = os.fstat(fd).st_size  # what this fsync makes durable (flushed before it)
+    time.sleep(0.002)  # a slow disk, so appends arrive while one syncs
+    real_fsync(fd)
+    synced_sizes.append(size)
+
+  monkeypatch.setattr(os, "fsync", fsync)
+  log = FeedbackLog(str(tmp_path))
+  durable_when_returned = {}
+
+  def writer(t):
+    for n in range(25):
+      request_id = f"r{t}-{n}"
+      log.append([feedback_row(request_id, "u1", "i1", "click", 1, 1.0, "a", timestamp=10)])
+      durable_when_returned[request_id] = max(synced_sizes)
+
+  threads = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
+  for thread in threads:
+    thread.start()
+  for thread in threads:
+    thread.join()
+  with open(log.path, "rb") as f:
+    content = f.read()
+  ends, offset = {}, 0
+  for line in content.splitlines(keepends=True):
+    offset += len(line)
+    ends[json.loads(line)["request_id"]] = offset
+  assert set(ends) == set(durable_when_returned) and len(ends) == 200
+  assert all(durable_when_returned[r] >= ends[r] for r in ends)
+  assert len(synced_sizes) < 200
+  log.close()
 
 
 # A writer in its own process: appends one row per line read on stdin, prints its file's path;
