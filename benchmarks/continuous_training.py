@@ -5,8 +5,8 @@ MovieLens-100K in the raw data contract is rewritten as one span per UTC day of 
 then, day by day, the next day's span arrives and one retraining cycle runs, exactly as cron runs
 it (`pipeline.runners.cycle`: its lock, its no-new-data check, the pipeline with the DEFAULT gates
 and the window flags, evaluation against the last blessed model, push only if blessed). Every
-cycle runs twice, in two output roots that see the same days: `warm` (the default: the
-retriever starts from the last blessed retriever's weights) and `cold` (`--no_warm_start`).
+cycle runs twice, in two output roots that see the same days: `warm` (`--warm_start`: the
+retriever starts from the last blessed retriever's weights) and `cold` (the default).
 The ranking stage and the bandit are off (`--no_ranker --no_bandit`): the warm start is the
 retriever's, and a week of the whole pipeline does not fit a CPU benchmark's time.
 
@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Optional
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-VARIANTS = {"warm": [], "cold": ["--no_warm_start"]}
+VARIANTS = {"warm": ["--warm_start"], "cold": []}
 METRICS = ("recall@10", "recall@100", "ndcg@10")
 CURVE_METRIC = "val_sampled_top_10_hit_rate"
 

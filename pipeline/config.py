@@ -142,8 +142,11 @@ class PipelineConfig:
   # embeds new items from raw content (trainer/retrieval/content_graph.py).
   content: bool = False
   # The retrieval trainer starts from the last blessed retrieval model's weights, the id tables
-  # mapped through both runs' vocabularies (trainer/retrieval/warm_start.py).
-  warm_start: bool = True
+  # mapped through both runs' vocabularies (trainer/retrieval/warm_start.py), and the ranker
+  # from the last blessed ranker's. Off by default: over 8 daily cycles on MovieLens-100K
+  # (benchmarks/continuous_training.py) warm runs were never better than cold ones after the
+  # first day and were not blessed on 4 of 5, at the same training time.
+  warm_start: bool = False
   beam_pipeline_args: List[str] = dataclasses.field(
       default_factory=lambda: ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
   enable_cache: bool = True

@@ -151,9 +151,11 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
                       help="the multimodal item tower: embed the catalog's text and images "
                            "(pretrained encoders) and fuse them into retrieval, so items "
                            "without interactions are recommended by their content")
+  parser.add_argument("--warm_start", dest="warm_start", action="store_true",
+                      help="start the retriever and the ranker from the last blessed models' "
+                           "weights (README: measured no better than cold on MovieLens)")
   parser.add_argument("--no_warm_start", dest="warm_start", action="store_false",
-                      help="train the retriever from scratch instead of from the last blessed "
-                           "model's weights")
+                      help="train from scratch (the default)")
   parser.add_argument("--no_cache", action="store_true",
                       help="re-run every component even where MLMD has a cached execution")
 

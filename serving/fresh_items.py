@@ -136,7 +136,10 @@ class FreshItems:
 
   def _predict(self, signature_name: str, inputs: Mapping[str, np.ndarray], version: int
                ) -> Dict[str, np.ndarray]:
-    return self._client.predict(RETRIEVAL, inputs, signature_name, str(version), self._timeout)
+    # Alone: its images' bytes must not bring a merged Predict past gRPC's message limit, nor
+    # its failure fail the requests merged with it.
+    return self._client.predict(RETRIEVAL, inputs, signature_name, str(version), self._timeout,
+                                mergeable=False)
 
   def _content_row(self, item_id: str) -> Dict[str, object]:
     """The catalog row with its image's bytes (none if it has no image or it does not read:

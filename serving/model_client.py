@@ -87,11 +87,13 @@ class ModelClient:
         collections.OrderedDict())
 
   def predict(self, model: str, inputs: Mapping[str, np.ndarray], signature: str = "",
-              version_label: str = "", timeout_s: Optional[float] = None
-              ) -> Dict[str, np.ndarray]:
-    """Runs one signature; returns its outputs and, under VERSION, the version served."""
+              version_label: str = "", timeout_s: Optional[float] = None,
+              mergeable: bool = True) -> Dict[str, np.ndarray]:
+    """Runs one signature; returns its outputs and, under VERSION, the version served.
+    `mergeable=False` sends it alone even when batching: a call whose size or failure must
+    not be shared (images, which can bring a merged call past gRPC's message limit)."""
     timeout_s = timeout_s or self.timeout_s
-    if self._batching is None:
+    if self._batching is None or not mergeable:
       return self._predict_now(model, inputs, signature, version_label, timeout_s)
     deadline = time.monotonic() + timeout_s
     try:

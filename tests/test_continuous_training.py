@@ -226,7 +226,7 @@ def test_the_loop_closes_cycle_serve_feedback_cycle(slice_root, tmp_path, capsys
   outputs = str(tmp_path / "outputs")
   argv = ["--data_root", root, "--output_root", outputs, "--epochs", "3",
           "--no_ranker", "--no_bandit", "--gate_metrics", "recall@100",
-          "--regression_tolerance", "1.0", "--drift_min_span_rows", "50"]
+          "--regression_tolerance", "1.0", "--drift_min_span_rows", "50", "--warm_start"]
   assert cycle.main(argv) == cycle.OK
   first = cycle.last_cycle(outputs)
   assert first["status"] == "succeeded" and first["pushed"]["retrieval"]

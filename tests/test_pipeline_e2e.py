@@ -162,7 +162,7 @@ def test_new_data_trains_and_pushes_a_new_version(first_run, slice_root, tmp_pat
     writer.writerow(["user_id", "item_id", "event", "rating", "timestamp", "device"])
     writer.writerows([("1", "50", "click", "", 893286700, "phone"),
                       ("2", "100", "rating", "4", 893286700, "tv")])
-  config = pipeline_config(os.path.dirname(config.output_root), data_root)
+  config = pipeline_config(os.path.dirname(config.output_root), data_root, warm_start=True)
   summary = local_runner.run(config)
   assert summary["status"] == "succeeded", summary.get("error")
   assert "Trainer" not in summary["cached_components"]
