@@ -26,6 +26,19 @@ Inputs = Dict[str, np.ndarray]
 Outputs = Dict[str, np.ndarray]
 
 
+def request_rows(inputs: Inputs, max_batch_size: int) -> int:
+  """The rows of one Predict; more than `max_batch_size` is refused, batched or not, so no
+  request can make the server run a batch larger than it is sized for."""
+  rows = {value.shape[0] if value.ndim else 1 for value in inputs.values()}
+  if len(rows) != 1:
+    raise ValueError(f"inputs disagree on the batch size: {sorted(rows)}")
+  size = rows.pop()
+  if size > max_batch_size:  # TF Serving's words
+    raise ValueError(f"Task size {size} is larger than maximum input batch size "
+                     f"{max_batch_size}")
+  return size
+
+
 @dataclasses.dataclass
 class BatchingParameters:
   # At least the widest Predict the cascade sends: item_embeddings for the bandit's candidates,
@@ -124,13 +137,7 @@ class Batcher:
     self.thread.start()
 
   def submit(self, inputs: Inputs, deadline: float) -> Future:
-    rows = {value.shape[0] if value.ndim else 1 for value in inputs.values()}
-    if len(rows) != 1:
-      raise ValueError(f"inputs disagree on the batch size: {sorted(rows)}")
-    size = rows.pop()
-    if size > self._params.max_batch_size:  # TF Serving's words
-      raise ValueError(f"Task size {size} is larger than maximum input batch size "
-                       f"{self._params.max_batch_size}")
+    size = request_rows(inputs, self._params.max_batch_size)
     if self._closed:
       raise QueueFull("this version is being unloaded; retry")
     task = _Task(inputs, size, deadline, Future())

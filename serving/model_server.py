@@ -29,7 +29,7 @@ import time
 from concurrent import futures
 from typing import List, Optional, Sequence
 
-from serving.batching import BatchingParameters, QueueFull
+from serving.batching import BatchingParameters, QueueFull, request_rows
 from serving.bind import LOOPBACK, grpc_address
 from serving.model_server_flags import add_model_server_flags
 
@@ -97,9 +97,11 @@ def _version(spec) -> Optional[int]:
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
   """Predict and GetModelMetadata over the manager's loaded versions."""
 
-  def __init__(self, manager: ModelManager, batching: Optional[BatchingParameters]):
+  def __init__(self, manager: ModelManager, batching: Optional[BatchingParameters],
+               max_batch_size: int):
     self._manager = manager
     self._batching = batching
+    self._max_batch_size = max_batch_size
 
   def Predict(self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
               ) -> predict_pb2.PredictResponse:
@@ -124,6 +126,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
           outputs = entry.batcher(signature, self._batching).submit(inputs, deadline).result(
               timeout=max(0.0, deadline - time.monotonic()))
         else:
+          request_rows(inputs, self._max_batch_size)
           outputs = entry.run(signature, inputs)
         version = entry.version
     except ServingError as error:
@@ -215,14 +218,17 @@ class ModelServer:
 
   `poll_seconds` is TF Serving's --file_system_poll_wait_seconds (new versions);
   `config_poll_seconds` its --model_config_file_poll_wait_seconds (the file itself; 0 = read
-  once), here by default the same interval, since the pipeline adds models to the file."""
+  once), here by default the same interval, since the pipeline adds models to the file.
+  `max_batch_size` bounds the rows of one Predict whether or not `batching` is on (by default
+  the batching's own bound)."""
 
   def __init__(self, config_path: str, port: int = 0, poll_seconds: float = 2.0,
                batching: Optional[BatchingParameters] = BatchingParameters(),
                max_concurrent_rpcs: int = 256, workers: int = 16, host: str = LOOPBACK,
                config_poll_seconds: Optional[float] = None, enable_admin_api: bool = False,
                allowed_base_paths: Sequence[str] = (),
-               allow_version_labels_for_unavailable_models: bool = False):
+               allow_version_labels_for_unavailable_models: bool = False,
+               max_batch_size: Optional[int] = None):
     self.manager = ModelManager(config_path, allowed_base_paths,
                                 allow_version_labels_for_unavailable_models,
                                 retry_base_s=max(poll_seconds, 0.1))
@@ -230,7 +236,8 @@ class ModelServer:
     self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
                                maximum_concurrent_rpcs=max_concurrent_rpcs)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(self.manager, batching), self._server)
+        PredictionServicer(self.manager, batching, max_batch_size or (
+            batching or BatchingParameters()).max_batch_size), self._server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelServicer(self.manager, enable_admin_api), self._server)
     self.host = host
@@ -288,6 +295,7 @@ def main(argv: List[str]) -> int:
       batching = BatchingParameters.from_text(f.read())
   server = ModelServer(args.model_config_file, args.port, args.file_system_poll_wait_seconds,
                        batching if args.enable_batching else None, host=args.host,
+                       max_batch_size=batching.max_batch_size,
                        config_poll_seconds=args.model_config_file_poll_wait_seconds,
                        enable_admin_api=args.enable_admin_api,
                        allowed_base_paths=args.allowed_base_paths,

@@ -367,13 +367,20 @@ def test_predict_checks_dtype_and_claimed_size_before_allocating(server):
   assert _y(predict.Predict(_request([1.0], [[""]]), timeout=10)) == [2.0]
 
 
-def test_predict_refuses_a_batch_above_max_batch_size_as_tf_serving(server):
-  """Issue 9 #6: the fixture's max_batch_size is 64; TF Serving's answer and words."""
-  predict, _ = _stubs(server)
-  error = _error(predict.Predict, _request([1.0] * 65, [[""]] * 65))
-  assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-  assert error.details() == "Task size 65 is larger than maximum input batch size 64"
-  assert len(_y(predict.Predict(_request([1.0] * 64, [[""]] * 64), timeout=10))) == 64
+def test_predict_refuses_a_batch_above_max_batch_size_as_tf_serving(server, root):
+  """Issue 9 #6: the fixture's max_batch_size is 64; TF Serving's answer and words. A server
+  without batching (what serve starts when the cascade batches) keeps the same bound."""
+  unbatched = ModelServer(write_config(root), poll_seconds=0.2, batching=None,
+                          max_batch_size=64).start()
+  try:
+    for running in (server, unbatched):
+      predict, _ = _stubs(running)
+      error = _error(predict.Predict, _request([1.0] * 65, [[""]] * 65))
+      assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+      assert error.details() == "Task size 65 is larger than maximum input batch size 64"
+      assert len(_y(predict.Predict(_request([1.0] * 64, [[""]] * 64), timeout=10))) == 64
+  finally:
+    unbatched.stop()
 
 
 def test_missing_versions_answer_not_found_with_tf_serving_texts(root):
