@@ -20,7 +20,7 @@ final hit rate. The quality protocol against EASE is benchmarks/movielens_protoc
 measures the schedule.
 
     python -m benchmarks.continuous_training [--days 7] [--max_users N] [--epochs E]
-        [--output_root DIR]
+        [--warm_start_epochs W] [--output_root DIR]
 """
 from __future__ import annotations
 
@@ -52,6 +52,9 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
                            "all)")
   parser.add_argument("--epochs", type=int, default=None,
                       help="retrieval epochs (default: the trainer's)")
+  parser.add_argument("--warm_start_epochs", type=int, default=None,
+                      help="epochs of the warm runs (the retriever's warm_start_epochs; "
+                           "default: as many as the cold runs)")
   parser.add_argument("--output_root", default=os.path.join("outputs", "continuous_training"),
                       help="data roots, pipeline outputs and the JSON go here, emptied first "
                            "(default %(default)s)")
@@ -164,6 +167,9 @@ def main(argv: List[str]) -> int:
                     "--no_ranker", "--no_bandit", *flags]
       if args.epochs:
         argv_cycle += ["--epochs", str(args.epochs)]
+      if args.warm_start_epochs and variant == "warm":
+        argv_cycle += ["--retrieval_settings",
+                       json.dumps({"warm_start_epochs": args.warm_start_epochs})]
       entry[variant] = cycle_record(os.path.join(roots[variant], "out"), day.isoformat(),
                                     cycle.main(argv_cycle))
     entry["warm_reaches_cold"] = time_to_cold_metric(entry["warm"], entry["cold"])
@@ -171,6 +177,7 @@ def main(argv: List[str]) -> int:
 
   result = {"benchmark": "continuous_training", "dataset": "MovieLens-100K",
             "max_users": args.max_users, "history_days": len(history),
+            "warm_start_epochs": args.warm_start_epochs,
             "week": [d.isoformat() for d in week], "cycles": results,
             "seconds": round(time.time() - started, 1)}
   print(table(results), file=sys.stderr)
